@@ -1,0 +1,175 @@
+//! Synthetic instance types and workloads shaped like Karpenter's scheduling benchmark
+//! (`scheduling_benchmark_test.go`), for tests, property tests and `cargo xtask bench`.
+//!
+//! Everything is generated from a seed with a small deterministic PRNG, so a run can be
+//! repeated exactly.
+
+use std::collections::BTreeMap;
+
+use crate::instance_type::{InstanceType, Offering};
+use crate::labels;
+use crate::requirements::{Requirement, Requirements};
+use crate::resources::{CPU, MEMORY, PODS, Resources};
+use crate::snapshot::{
+    LabelSelector, NodePoolInput, Pod, PodAffinityTerm, Snapshot, TopologySpreadConstraint,
+    WhenUnsatisfiable,
+};
+
+/// A tiny xorshift PRNG: deterministic and dependency-free.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeds the generator (zero is replaced by a fixed odd constant).
+    pub fn new(seed: u64) -> Rng {
+        Rng(if seed == 0 {
+            0x9E37_79B9_7F4A_7C15
+        } else {
+            seed
+        })
+    }
+
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// A uniform index below `n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+/// On-demand zones of the synthetic types; spot is offered in the first two.
+pub const ZONES: [&str; 3] = ["test-zone-1", "test-zone-2", "test-zone-3"];
+
+/// Karpenter's benchmark instance types: type `i` has `i+1` vCPU, `2(i+1)` GiB and `10(i+1)`
+/// pods; on-demand in three zones, spot in two. Prices are linear in size (0.04 $/vCPU/h plus
+/// 0.005 $/GiB/h on-demand; spot at 70%), so bigger is never cheaper per unit.
+pub fn benchmark_instance_types(count: usize) -> Vec<InstanceType> {
+    (0..count)
+        .map(|i| {
+            let cpu = (i + 1) as i64;
+            let mem_gib = 2 * (i + 1) as i64;
+            let name = format!("fake-it-{i}");
+            let mut requirements = Requirements::new();
+            requirements.add(labels::INSTANCE_TYPE, Requirement::single(&name));
+            requirements.add(labels::ARCH, Requirement::single("amd64"));
+            requirements.add(labels::OS, Requirement::single("linux"));
+            let od_price = 0.04 * cpu as f64 + 0.005 * mem_gib as f64;
+            let mut offerings: Vec<Offering> = ZONES
+                .iter()
+                .map(|z| Offering {
+                    zone: z.to_string(),
+                    capacity_type: labels::CAPACITY_ON_DEMAND.to_string(),
+                    price: od_price,
+                    available: true,
+                })
+                .collect();
+            for z in &ZONES[..2] {
+                offerings.push(Offering {
+                    zone: z.to_string(),
+                    capacity_type: labels::CAPACITY_SPOT.to_string(),
+                    price: od_price * 0.7,
+                    available: true,
+                });
+            }
+            InstanceType {
+                name,
+                requirements,
+                capacity: Resources::from_pairs(&[
+                    (CPU, cpu * 1000),
+                    (MEMORY, mem_gib << 30),
+                    (PODS, 10 * (i + 1) as i64),
+                ]),
+                overhead: Resources::ZERO,
+                offerings,
+            }
+        })
+        .collect()
+}
+
+const CPU_CHOICES: [i64; 5] = [100, 250, 500, 1000, 1500];
+const MEM_CHOICES_MI: [i64; 6] = [100, 256, 512, 1024, 2048, 4096];
+
+fn random_requests(rng: &mut Rng) -> Resources {
+    Resources::from_pairs(&[
+        (CPU, CPU_CHOICES[rng.below(CPU_CHOICES.len())]),
+        (
+            MEMORY,
+            MEM_CHOICES_MI[rng.below(MEM_CHOICES_MI.len())] << 20,
+        ),
+        (PODS, 1),
+    ])
+}
+
+fn selector(app: &str) -> LabelSelector {
+    LabelSelector {
+        match_labels: BTreeMap::from([("app".to_string(), app.to_string())]),
+        match_expressions: Vec::new(),
+    }
+}
+
+/// Karpenter's "diverse" pods in five equal parts: plain; zone topology spread (maxSkew 1,
+/// DoNotSchedule); hostname topology spread; zone pod affinity to itself; hostname pod
+/// anti-affinity to itself.
+pub fn diverse_pods(count: usize, seed: u64) -> Vec<Pod> {
+    let mut rng = Rng::new(seed);
+    (0..count)
+        .map(|i| {
+            let kind = i % 5;
+            let app = [
+                "plain",
+                "zone-spread",
+                "host-spread",
+                "zone-affinity",
+                "host-anti",
+            ][kind];
+            let mut pod = Pod::new("default", &format!("{app}-{i}"), random_requests(&mut rng));
+            pod.labels.insert("app".into(), app.into());
+            let spread = |key: &str| TopologySpreadConstraint {
+                max_skew: 1,
+                topology_key: key.to_string(),
+                when_unsatisfiable: WhenUnsatisfiable::DoNotSchedule,
+                selector: selector(app),
+                min_domains: None,
+            };
+            let term = |key: &str| PodAffinityTerm {
+                topology_key: key.to_string(),
+                selector: selector(app),
+                namespaces: Vec::new(),
+                namespace_selector: None,
+            };
+            match kind {
+                1 => pod.topology_spread.push(spread(labels::ZONE)),
+                2 => pod.topology_spread.push(spread(labels::HOSTNAME)),
+                3 => pod.pod_affinity.push(term(labels::ZONE)),
+                4 => pod.pod_anti_affinity.push(term(labels::HOSTNAME)),
+                _ => {}
+            }
+            pod
+        })
+        .collect()
+}
+
+/// Plain pods with random benchmark-sized requests.
+pub fn generic_pods(count: usize, seed: u64) -> Vec<Pod> {
+    let mut rng = Rng::new(seed);
+    (0..count)
+        .map(|i| Pod::new("default", &format!("pod-{i}"), random_requests(&mut rng)))
+        .collect()
+}
+
+/// A snapshot with one unconstrained NodePool over `instance_types` and the given pods.
+pub fn snapshot_with(pods: Vec<Pod>, instance_types: Vec<InstanceType>) -> Snapshot {
+    Snapshot {
+        pods,
+        node_pools: vec![NodePoolInput::new("default", instance_types)],
+        ..Snapshot::default()
+    }
+}

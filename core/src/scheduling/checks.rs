@@ -1,0 +1,426 @@
+//! Can this pod go there? The checks for existing nodes and for claims, returning cheap
+//! rejections (formatted into sentences only when a pod ends up unschedulable).
+
+use super::claims::{ClaimUpdate, maxima};
+use super::preferences::PodState;
+use super::solver::{Solver, TopologyContext};
+use super::topology::{GroupKind, Topology};
+use crate::labels;
+use crate::requirements::{Incompatibility, Requirement, Requirements};
+use crate::resources::{RESOURCE_NAMES, Resources};
+use crate::snapshot::{HostPort, Taint, untolerated};
+
+/// Why a pod cannot go to a node or claim.
+#[derive(Debug, Clone)]
+pub(crate) enum Reject {
+    Deleting,
+    Taint(Taint),
+    Requirements(Incompatibility),
+    Resources {
+        slot: usize,
+        need: i64,
+        have: i64,
+    },
+    OtherResource(String),
+    HostPort(HostPort),
+    Topology {
+        group: usize,
+        own: bool,
+    },
+    NoInstanceType(Box<(Requirements, Resources, usize)>),
+    MinValues {
+        key: String,
+        min: usize,
+        have: usize,
+    },
+    Limits,
+}
+
+impl Reject {
+    /// A sentence naming the constraint.
+    pub fn describe(&self, topo: &Topology, daemon_overhead: Resources) -> String {
+        match self {
+            Reject::Deleting => "node is being deleted".into(),
+            Reject::Taint(t) => format!("did not tolerate taint {t}"),
+            Reject::Requirements(e) => format!("incompatible requirements: {e}"),
+            Reject::Resources { slot, need, have } => format!(
+                "insufficient {}: needs {} (with daemonset overhead {daemon_overhead}) but at most {} is allocatable",
+                RESOURCE_NAMES[*slot],
+                Resources::format_amount(*slot, *need),
+                Resources::format_amount(*slot, *have),
+            ),
+            Reject::OtherResource(name) => {
+                format!("requests {name}, which no instance type of the pool provides")
+            }
+            Reject::HostPort(p) => format!("host port {}/{} is already in use", p.port, p.protocol),
+            Reject::Topology { group, own } => {
+                let g = &topo.groups[*group];
+                let key = &topo.tables[g.table].key;
+                match (g.kind, own) {
+                    (GroupKind::Spread { max_skew, .. }, _) => format!(
+                        "topology spread on {key} (maxSkew {max_skew}) would be violated in every allowed domain"
+                    ),
+                    (GroupKind::Affinity, _) => {
+                        format!("pod affinity on {key}: no allowed domain has a matching pod")
+                    }
+                    (GroupKind::AntiAffinity, true) => format!(
+                        "pod anti-affinity on {key}: every allowed domain already has a matching pod"
+                    ),
+                    (GroupKind::AntiAffinity, false) => format!(
+                        "another pod's anti-affinity on {key} excludes every allowed domain"
+                    ),
+                }
+            }
+            Reject::NoInstanceType(boxed) => {
+                let (reqs, requests, fit_reqs) = &**boxed;
+                if *fit_reqs == 0 {
+                    format!("no instance type satisfies requirements {reqs}")
+                } else {
+                    format!(
+                        "none of the {fit_reqs} instance types that satisfy the requirements has room for {requests} (pods and daemonset overhead)"
+                    )
+                }
+            }
+            Reject::MinValues { key, min, have } => {
+                format!("minValues {min} on {key} cannot be met: only {have} values remain")
+            }
+            Reject::Limits => "nodepool limits leave no instance type that fits".into(),
+        }
+    }
+}
+
+fn port_conflict(used: &[HostPort], wanted: &[HostPort]) -> Option<HostPort> {
+    wanted
+        .iter()
+        .find(|w| used.iter().any(|u| u.conflicts(w)))
+        .cloned()
+}
+
+/// Where the pod would go, for the topology checks.
+enum Target<'r> {
+    Node(usize),
+    Claim {
+        index: usize,
+        reqs: &'r Requirements,
+        host: Option<u32>,
+    },
+}
+
+impl Solver<'_> {
+    pub(crate) fn node_accepts(
+        &self,
+        ni: usize,
+        state: &PodState,
+        ctx: &TopologyContext,
+    ) -> Result<(), Reject> {
+        let node = &self.snap.nodes[ni];
+        let data = &self.nodes[ni];
+        let pod = &self.snap.pods[state.pod];
+        if node.marked_for_deletion {
+            return Err(Reject::Deleting);
+        }
+        if let Some(slot) = pod.requests.first_exceeding(&data.remaining) {
+            return Err(Reject::Resources {
+                slot,
+                need: pod.requests.0[slot],
+                have: data.remaining.0[slot],
+            });
+        }
+        for (name, amount) in &pod.other_requests {
+            if data.other_remaining.get(name).copied().unwrap_or(0) < *amount {
+                return Err(Reject::OtherResource(name.clone()));
+            }
+        }
+        if let Some(t) = untolerated(&node.taints, &state.tolerations) {
+            return Err(Reject::Taint(t.clone()));
+        }
+        data.label_reqs
+            .compatible_with(&state.requirements, false)
+            .map_err(Reject::Requirements)?;
+        if let Some(p) = port_conflict(&data.host_ports, &pod.host_ports) {
+            return Err(Reject::HostPort(p));
+        }
+        self.topology_plan(Target::Node(ni), state, ctx).map(|_| ())
+    }
+
+    pub(crate) fn claim_accepts(
+        &mut self,
+        ci: usize,
+        state: &PodState,
+        req_id: u32,
+        ctx: &TopologyContext,
+    ) -> Result<ClaimUpdate, Reject> {
+        let pod = &self.snap.pods[state.pod];
+        let claim = &self.claims[ci];
+        let pool_index = claim.pool;
+        if let Some(name) = pod.other_requests.keys().next() {
+            return Err(Reject::OtherResource(name.clone()));
+        }
+        let requests = claim.requests + pod.requests;
+        if let Some(slot) = requests.first_exceeding(&claim.max_alloc) {
+            return Err(Reject::Resources {
+                slot,
+                need: requests.0[slot],
+                have: claim.max_alloc.0[slot],
+            });
+        }
+        if let Some(t) = untolerated(&self.pools[pool_index].input.taints, &state.tolerations) {
+            return Err(Reject::Taint(t.clone()));
+        }
+        if let Some(p) = port_conflict(&claim.host_ports, &pod.host_ports) {
+            return Err(Reject::HostPort(p));
+        }
+        let mut new_reqs: Option<Requirements> = None;
+        if !claim.applied.contains(&req_id) {
+            claim
+                .reqs
+                .compatible(&state.requirements)
+                .map_err(Reject::Requirements)?;
+            let merged = claim.reqs.intersection(&state.requirements);
+            if merged != claim.reqs {
+                new_reqs = Some(merged);
+            }
+        }
+        let plan = {
+            let reqs = new_reqs.as_ref().unwrap_or(&claim.reqs);
+            self.topology_plan(
+                Target::Claim {
+                    index: ci,
+                    reqs,
+                    host: claim.host_domain,
+                },
+                state,
+                ctx,
+            )?
+        };
+        // Pin each still-open topology key to the first candidate domain that leaves an
+        // instance type with capacity there.
+        let mut pins: Vec<(usize, u32)> = Vec::new();
+        for (table, candidates) in plan {
+            let key = self.topo.tables[table].key.clone();
+            let mut chosen = None;
+            for d in candidates {
+                let mut trial = new_reqs
+                    .clone()
+                    .unwrap_or_else(|| self.claims[ci].reqs.clone());
+                trial.add(
+                    &key,
+                    Requirement::single(&self.topo.tables[table].names[d as usize]),
+                );
+                if !self.pools[pool_index].type_keys.contains(&key)
+                    || self.filter_types(ci, &trial, &requests, true).is_ok()
+                {
+                    chosen = Some((d, trial));
+                    break;
+                }
+            }
+            let Some((d, trial)) = chosen else {
+                let group = ctx
+                    .groups
+                    .iter()
+                    .find(|(g, _, _)| self.topo.groups[*g].table == table)
+                    .map_or(0, |(g, _, _)| *g);
+                return Err(Reject::Topology { group, own: true });
+            };
+            pins.push((table, d));
+            new_reqs = Some(trial);
+        }
+        let affected = new_reqs
+            .as_ref()
+            .is_some_and(|r| self.pools[pool_index].types_affected(&self.claims[ci].reqs, r));
+        let reqs_for_filter = new_reqs
+            .clone()
+            .unwrap_or_else(|| self.claims[ci].reqs.clone());
+        let types = self.filter_types(ci, &reqs_for_filter, &requests, affected)?;
+        let pool = &self.pools[pool_index];
+        for (key, req) in reqs_for_filter.iter() {
+            if let Some(min) = req.min_values {
+                let have = super::pools::distinct_values(pool, &types, key);
+                if have < min {
+                    return Err(Reject::MinValues {
+                        key: key.clone(),
+                        min,
+                        have,
+                    });
+                }
+            }
+        }
+        let (max_alloc, max_capacity) = maxima(pool, &types);
+        Ok(ClaimUpdate {
+            reqs: new_reqs,
+            types,
+            max_alloc,
+            max_capacity,
+            pins,
+        })
+    }
+
+    /// The claim's types that fit `requests` and, when `check_reqs`, are compatible with
+    /// `reqs`.
+    fn filter_types(
+        &mut self,
+        ci: usize,
+        reqs: &Requirements,
+        requests: &Resources,
+        check_reqs: bool,
+    ) -> Result<Vec<u32>, Reject> {
+        let pool_index = self.claims[ci].pool;
+        let compatible = if check_reqs {
+            Some(self.pools[pool_index].compatible_types(reqs))
+        } else {
+            None
+        };
+        let pool = &self.pools[pool_index];
+        let claim = &self.claims[ci];
+        let mut out = Vec::with_capacity(claim.types.len());
+        let mut fit_reqs = 0;
+        let mut cursor = 0;
+        for &t in &claim.types {
+            if let Some(list) = &compatible {
+                while cursor < list.len() && list[cursor] < t {
+                    cursor += 1;
+                }
+                if cursor >= list.len() || list[cursor] != t {
+                    continue;
+                }
+            }
+            fit_reqs += 1;
+            if requests.fits_in(&pool.types[t as usize].allocatable) {
+                out.push(t);
+            }
+        }
+        if out.is_empty() {
+            if fit_reqs > 0 && claim.types.len() < pool.types.len() && claim.pods.is_empty() {
+                return Err(Reject::Limits);
+            }
+            let mut shown = reqs.clone();
+            shown.remove(labels::NODE_POOL);
+            return Err(Reject::NoInstanceType(Box::new((
+                shown, *requests, fit_reqs,
+            ))));
+        }
+        Ok(out)
+    }
+
+    /// Checks every topology group of the attempt against the target. Returns, for each
+    /// topology key whose domain the claim has not fixed yet, the allowed domains in order of
+    /// preference (emptiest first).
+    fn topology_plan(
+        &self,
+        target: Target<'_>,
+        state: &PodState,
+        ctx: &TopologyContext,
+    ) -> Result<Vec<(usize, Vec<u32>)>, Reject> {
+        if ctx.groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tables: Vec<usize> = ctx
+            .groups
+            .iter()
+            .map(|(g, _, _)| self.topo.groups[*g].table)
+            .collect();
+        tables.sort_unstable();
+        tables.dedup();
+        let mut plan = Vec::new();
+        for t in tables {
+            let table = &self.topo.tables[t];
+            let entries: Vec<usize> = (0..ctx.groups.len())
+                .filter(|&e| self.topo.groups[ctx.groups[e].0].table == t)
+                .collect();
+            let fixed: Option<Option<u32>> = match &target {
+                Target::Node(ni) => Some(self.nodes[*ni].domains[t]),
+                Target::Claim { host, reqs, .. } => {
+                    if table.key == labels::HOSTNAME {
+                        Some(*host)
+                    } else {
+                        match reqs.get(&table.key) {
+                            Some(r) if !r.is_complement() && r.values().len() == 1 => {
+                                Some(r.values().iter().next().and_then(|v| table.id(v)))
+                            }
+                            _ => None,
+                        }
+                    }
+                }
+            };
+            let claim_index = match &target {
+                Target::Claim { index, .. } => Some(*index),
+                Target::Node(_) => None,
+            };
+            match fixed {
+                Some(Some(d)) => {
+                    for &e in &entries {
+                        if !self.accepts(ctx, e, d, claim_index) {
+                            let (group, _, own) = ctx.groups[e];
+                            return Err(Reject::Topology { group, own });
+                        }
+                    }
+                }
+                Some(None) => {
+                    // The node has no label for this key (or a value outside the universe):
+                    // own spread and affinity need a domain; anti-affinity is satisfied.
+                    for &e in &entries {
+                        let (group, _, own) = ctx.groups[e];
+                        let kind = self.topo.groups[group].kind;
+                        if own && kind != GroupKind::AntiAffinity {
+                            return Err(Reject::Topology { group, own });
+                        }
+                    }
+                }
+                None => {
+                    let Target::Claim { reqs, .. } = &target else {
+                        unreachable!("nodes always have a fixed domain");
+                    };
+                    let claim_domains = reqs.get_or_any(&table.key);
+                    let pod_domains = state.requirements.get_or_any(&table.key);
+                    let spread_entry = entries.iter().copied().find(|&e| {
+                        matches!(
+                            self.topo.groups[ctx.groups[e].0].kind,
+                            GroupKind::Spread { .. }
+                        )
+                    });
+                    let mut candidates: Vec<u32> = (0..table.len() as u32)
+                        .filter(|&d| {
+                            let name = &table.names[d as usize];
+                            claim_domains.has(name)
+                                && pod_domains.has(name)
+                                && entries
+                                    .iter()
+                                    .all(|&e| self.accepts(ctx, e, d, claim_index))
+                        })
+                        .collect();
+                    if candidates.is_empty() {
+                        let (group, _, own) = ctx.groups[entries[0]];
+                        return Err(Reject::Topology { group, own });
+                    }
+                    if let Some(e) = spread_entry {
+                        let g = &self.topo.groups[ctx.groups[e].0];
+                        candidates.sort_by_key(|&d| (g.count(d), table.names[d as usize].clone()));
+                    } else {
+                        candidates.sort_by_key(|&d| table.names[d as usize].clone());
+                    }
+                    plan.push((t, candidates));
+                }
+            }
+        }
+        Ok(plan)
+    }
+
+    /// True when entry `e` of the context allows domain `d`.
+    fn accepts(&self, ctx: &TopologyContext, e: usize, d: u32, claim: Option<usize>) -> bool {
+        let (g, self_selecting, own) = ctx.groups[e];
+        let group = &self.topo.groups[g];
+        match group.kind {
+            GroupKind::Spread { max_skew, .. } => {
+                let count = group.count(d) + i32::from(self_selecting);
+                count - ctx.spread_min[e] <= max_skew
+            }
+            GroupKind::Affinity => {
+                group.count(d) > 0
+                    || claim.is_some_and(|c| group.claim_counts.get(&c).is_some_and(|n| *n > 0))
+                    || (!ctx.any_match[e] && self_selecting)
+            }
+            GroupKind::AntiAffinity if own => group.count(d) == 0,
+            GroupKind::AntiAffinity => group.owner_count(d) == 0,
+        }
+    }
+}

@@ -1,0 +1,783 @@
+//! The solve loop: pods in Karpenter's order, existing nodes first, then NodeClaims already
+//! opened in this solve, then a new NodeClaim from the first NodePool (by weight) that can take
+//! the pod; preferences relaxed one at a time when nothing fits.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use super::checks::Reject;
+use super::claims::{Claim, ClaimUpdate};
+use super::decision::{
+    Decision, ExistingNodePlan, InstanceTypeOption, NewNodeClaim, Unschedulable,
+};
+use super::pools::PoolData;
+use super::preferences::PodState;
+use super::topology::{GroupKind, GroupRef, Topology};
+use crate::labels;
+use crate::requirements::Requirements;
+use crate::resources::Resources;
+use crate::snapshot::{HostPort, Snapshot, Toleration, untolerated};
+
+/// Knobs of a solve.
+#[derive(Clone, Debug)]
+pub struct SolveOptions {
+    /// Instance type options kept per new NodeClaim (Karpenter: 60).
+    pub max_instance_types: usize,
+}
+
+impl Default for SolveOptions {
+    fn default() -> Self {
+        SolveOptions {
+            max_instance_types: super::MAX_INSTANCE_TYPES,
+        }
+    }
+}
+
+/// Places the snapshot's pods. Deterministic: the same snapshot gives the same decision.
+pub fn solve(snapshot: &Snapshot, options: &SolveOptions) -> Decision {
+    let mut solver = Solver::new(snapshot);
+    solver.run();
+    solver.into_decision(options)
+}
+
+/// An existing node with what this solve has added to it.
+pub(crate) struct NodeData {
+    pub label_reqs: Requirements,
+    pub remaining: Resources,
+    pub other_remaining: BTreeMap<String, i64>,
+    pub host_ports: Vec<HostPort>,
+    /// Domain id per topology table (None where the node lacks the label).
+    pub domains: Vec<Option<u32>>,
+    pub assigned: Vec<usize>,
+}
+
+pub(crate) struct Solver<'a> {
+    pub snap: &'a Snapshot,
+    pub pools: Vec<PoolData<'a>>,
+    pub nodes: Vec<NodeData>,
+    pub claims: Vec<Claim>,
+    pub topo: Topology,
+    /// Groups whose selector matches each pending pod (by pod index).
+    counted_in: Vec<Vec<usize>>,
+    req_ids: HashMap<Requirements, u32>,
+    /// Per pod shape, the nodes and claims still worth trying.
+    shapes: HashMap<Shape, ShapeCache>,
+    hostname_table: Option<usize>,
+    placed: Vec<bool>,
+    relax_notes: BTreeMap<usize, Vec<String>>,
+    failures: BTreeMap<usize, String>,
+}
+
+/// Everything about a pod attempt that decides whether a node or claim can take it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Shape {
+    req_id: u32,
+    requests: Resources,
+    tolerated_pools: Vec<usize>,
+    groups: Vec<(usize, bool, bool)>,
+    host_ports: Vec<HostPort>,
+    tolerations: Vec<Toleration>,
+    other_requests: Vec<(String, i64)>,
+}
+
+/// Candidates not yet ruled out for a shape, in first-fit order.
+#[derive(Debug, Default)]
+struct ShapeCache {
+    nodes: Vec<u32>,
+    nodes_seeded: bool,
+    claims: Vec<u32>,
+    claims_seen: usize,
+}
+
+/// The topology groups relevant to one attempt of one pod.
+pub(crate) struct TopologyContext {
+    /// (group, self selecting, is own constraint (else inverse anti-affinity)).
+    pub groups: Vec<(usize, bool, bool)>,
+    /// Spread minimum per entry of `groups` (0 for non-spread).
+    pub spread_min: Vec<i32>,
+    /// Whether any domain has a matching pod, per entry (affinity bootstrap rule).
+    pub any_match: Vec<bool>,
+}
+
+impl<'a> Solver<'a> {
+    fn new(snap: &'a Snapshot) -> Solver<'a> {
+        let mut pools: Vec<PoolData<'a>> = snap
+            .node_pools
+            .iter()
+            .map(|p| PoolData::new(p, &snap.daemon_sets))
+            .collect();
+        pools.sort_by(|a, b| {
+            b.input
+                .weight
+                .cmp(&a.input.weight)
+                .then_with(|| a.input.name.cmp(&b.input.name))
+        });
+        let mut topo = Topology::default();
+        // Create every group up front so existing pods can be counted into them.
+        for pod in &snap.pods {
+            for c in &pod.topology_spread {
+                topo.spread_group(pod, c);
+            }
+            for t in pod
+                .pod_affinity
+                .iter()
+                .chain(pod.preferred_pod_affinity.iter().map(|x| &x.1))
+            {
+                topo.affinity_group(pod, t, false, &snap.namespace_labels);
+            }
+            for t in pod
+                .pod_anti_affinity
+                .iter()
+                .chain(pod.preferred_pod_anti_affinity.iter().map(|x| &x.1))
+            {
+                topo.affinity_group(pod, t, true, &snap.namespace_labels);
+            }
+        }
+        let mut existing_owner_refs: Vec<(usize, usize, Vec<GroupRef>)> = Vec::new();
+        for (ni, node) in snap.nodes.iter().enumerate() {
+            for (pi, pod) in node.pods.iter().enumerate() {
+                let refs: Vec<GroupRef> = pod
+                    .pod_anti_affinity
+                    .iter()
+                    .map(|t| topo.affinity_group(pod, t, true, &snap.namespace_labels))
+                    .collect();
+                if !refs.is_empty() {
+                    existing_owner_refs.push((ni, pi, refs));
+                }
+            }
+        }
+        // Domain universes.
+        for t in 0..topo.tables.len() {
+            let key = topo.tables[t].key.clone();
+            let mut names: Vec<String> = Vec::new();
+            for node in &snap.nodes {
+                if let Some(v) = node_label(node, &key) {
+                    names.push(v.to_string());
+                }
+            }
+            for pool in &pools {
+                if key == labels::ZONE || key == labels::CAPACITY_TYPE {
+                    for ti in &pool.types {
+                        for o in &ti.it.offerings {
+                            if o.compatible(&pool.input.requirements) {
+                                names.push(if key == labels::ZONE {
+                                    o.zone.clone()
+                                } else {
+                                    o.capacity_type.clone()
+                                });
+                            }
+                        }
+                    }
+                } else if key != labels::HOSTNAME {
+                    if let Some(r) = pool.input.requirements.get(&key) {
+                        names.extend(r.values().iter().filter(|v| r.has(v)).cloned());
+                    }
+                    for ti in &pool.types {
+                        if let Some(r) = ti.it.requirements.get(&key) {
+                            names.extend(r.values().iter().cloned());
+                        }
+                    }
+                }
+            }
+            names.sort();
+            names.dedup();
+            for n in names {
+                topo.tables[t].intern(&n);
+            }
+        }
+        let hostname_table = topo.table_index(labels::HOSTNAME);
+        let nodes: Vec<NodeData> = snap
+            .nodes
+            .iter()
+            .map(|n| {
+                let used = n.pods.iter().fold(Resources::ZERO, |a, p| a + p.requests);
+                let mut other_remaining = n.other_allocatable.clone();
+                for p in &n.pods {
+                    for (k, v) in &p.other_requests {
+                        *other_remaining.entry(k.clone()).or_insert(0) -= v;
+                    }
+                }
+                NodeData {
+                    label_reqs: Requirements::from_labels(&n.labels),
+                    remaining: n.allocatable.saturating_sub(&used),
+                    other_remaining,
+                    host_ports: n.pods.iter().flat_map(|p| p.host_ports.clone()).collect(),
+                    domains: topo
+                        .tables
+                        .iter()
+                        .map(|t| node_label(n, &t.key).and_then(|v| t.id(v)))
+                        .collect(),
+                    assigned: Vec::new(),
+                }
+            })
+            .collect();
+        // Count pods already running.
+        for (ni, node) in snap.nodes.iter().enumerate() {
+            for pod in &node.pods {
+                for g in 0..topo.groups.len() {
+                    if !topo.groups[g].selects(pod) {
+                        continue;
+                    }
+                    if let Some(d) = nodes[ni].domains[topo.groups[g].table] {
+                        topo.groups[g].record(d);
+                    }
+                }
+            }
+        }
+        for (ni, _, refs) in &existing_owner_refs {
+            for r in refs {
+                let g = &mut topo.groups[r.group];
+                if let Some(d) = nodes[*ni].domains[g.table] {
+                    g.record_owner(d);
+                    g.owners += 1;
+                }
+            }
+        }
+        let counted_in = snap
+            .pods
+            .iter()
+            .map(|p| {
+                (0..topo.groups.len())
+                    .filter(|&g| topo.groups[g].selects(p))
+                    .collect()
+            })
+            .collect();
+        Solver {
+            snap,
+            pools,
+            nodes,
+            claims: Vec::new(),
+            topo,
+            counted_in,
+            req_ids: HashMap::new(),
+            shapes: HashMap::new(),
+            hostname_table,
+            placed: vec![false; snap.pods.len()],
+            relax_notes: BTreeMap::new(),
+            failures: BTreeMap::new(),
+        }
+    }
+
+    fn run(&mut self) {
+        let mut order: Vec<usize> = (0..self.snap.pods.len()).collect();
+        let pods = &self.snap.pods;
+        // Karpenter's order: CPU then memory, largest first; names break ties.
+        order.sort_by(|&a, &b| {
+            let (pa, pb) = (&pods[a], &pods[b]);
+            pb.requests
+                .cpu_millis()
+                .cmp(&pa.requests.cpu_millis())
+                .then_with(|| pb.requests.memory_bytes().cmp(&pa.requests.memory_bytes()))
+                .then_with(|| pa.key.cmp(&pb.key))
+        });
+        let mut queue: VecDeque<PodState> = order
+            .iter()
+            .map(|&i| PodState::new(i, &self.snap.pods[i]))
+            .collect();
+        loop {
+            let mut stuck: Vec<PodState> = Vec::new();
+            let mut progress = false;
+            while let Some(mut state) = queue.pop_front() {
+                match self.try_place(&state) {
+                    Ok(()) => {
+                        progress = true;
+                        self.failures.remove(&state.pod);
+                        if !state.relaxed.is_empty() {
+                            self.relax_notes.insert(state.pod, state.relaxed.clone());
+                        }
+                    }
+                    Err(reason) => {
+                        self.failures.insert(state.pod, reason);
+                        if state.relax() {
+                            queue.push_back(state);
+                        } else {
+                            stuck.push(state);
+                        }
+                    }
+                }
+            }
+            // A pod whose affinity targets were placed later in the pass may fit now.
+            if stuck.is_empty() || !progress {
+                break;
+            }
+            queue = stuck
+                .into_iter()
+                .map(|s| PodState::new(s.pod, &self.snap.pods[s.pod]))
+                .collect();
+        }
+    }
+
+    fn req_id(&mut self, reqs: &Requirements) -> u32 {
+        if let Some(id) = self.req_ids.get(reqs) {
+            return *id;
+        }
+        let id = self.req_ids.len() as u32;
+        self.req_ids.insert(reqs.clone(), id);
+        id
+    }
+
+    fn own_groups(&mut self, state: &PodState) -> Vec<GroupRef> {
+        let pod = &self.snap.pods[state.pod];
+        let ns = &self.snap.namespace_labels;
+        let mut refs: Vec<GroupRef> = Vec::new();
+        for c in &state.spread {
+            refs.push(self.topo.spread_group(pod, c));
+        }
+        for t in pod
+            .pod_affinity
+            .iter()
+            .chain(state.preferred_affinity.iter().map(|x| &x.1))
+        {
+            refs.push(self.topo.affinity_group(pod, t, false, ns));
+        }
+        for t in pod
+            .pod_anti_affinity
+            .iter()
+            .chain(state.preferred_anti.iter().map(|x| &x.1))
+        {
+            refs.push(self.topo.affinity_group(pod, t, true, ns));
+        }
+        refs
+    }
+
+    fn topology_context(&mut self, state: &PodState) -> TopologyContext {
+        let own = self.own_groups(state);
+        let mut groups: Vec<(usize, bool, bool)> = own
+            .iter()
+            .map(|r| (r.group, r.self_selecting, true))
+            .collect();
+        for &g in &self.counted_in[state.pod] {
+            let group = &self.topo.groups[g];
+            if group.kind == GroupKind::AntiAffinity && group.owners > 0 {
+                groups.push((g, true, false));
+            }
+        }
+        let mut spread_min = Vec::with_capacity(groups.len());
+        let mut any_match = Vec::with_capacity(groups.len());
+        for &(g, _, _) in &groups {
+            let group = &self.topo.groups[g];
+            let table = &self.topo.tables[group.table];
+            let pod_domains = state.requirements.get_or_any(&table.key);
+            spread_min.push(group.spread_min(table, &pod_domains));
+            any_match
+                .push(group.kind == GroupKind::Affinity && group.any_match(table, &pod_domains));
+        }
+        TopologyContext {
+            groups,
+            spread_min,
+            any_match,
+        }
+    }
+
+    fn try_place(&mut self, state: &PodState) -> Result<(), String> {
+        let pod = &self.snap.pods[state.pod];
+        let ctx = self.topology_context(state);
+        let req_id = self.req_id(&state.requirements);
+        let shape = Shape {
+            req_id,
+            requests: pod.requests,
+            tolerated_pools: (0..self.pools.len())
+                .filter(|&p| untolerated(&self.pools[p].input.taints, &state.tolerations).is_none())
+                .collect(),
+            groups: ctx.groups.clone(),
+            host_ports: pod.host_ports.clone(),
+            tolerations: state.tolerations.clone(),
+            other_requests: pod
+                .other_requests
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
+        };
+        let mut cache = self.shapes.remove(&shape).unwrap_or_default();
+        let result = self.try_existing(state, req_id, &ctx, &mut cache);
+        self.shapes.insert(shape, cache);
+        if result.is_ok() {
+            return Ok(());
+        }
+        // Then a new claim from the first pool that can take it.
+        if self.pools.is_empty() {
+            return Err("no NodePool is defined, and no existing node fits".to_string());
+        }
+        let mut reasons: Vec<String> = Vec::new();
+        for p in 0..self.pools.len() {
+            match self.open_claim(p, state, req_id, &ctx) {
+                Ok(()) => return Ok(()),
+                Err(r) => reasons.push(format!("nodepool {:?}: {r}", self.pools[p].input.name)),
+            }
+        }
+        let existing = if self.nodes.is_empty() {
+            String::new()
+        } else {
+            format!("no existing node fits ({} tried); ", self.nodes.len())
+        };
+        Err(format!("{existing}{}", reasons.join("; ")))
+    }
+
+    /// First fit over existing nodes, then over claims opened in this solve. Candidates that
+    /// rejected this shape of pod for a reason that cannot go away (they only fill up and
+    /// narrow) are dropped from the shape's list, so a solve stays near-linear in pods.
+    fn try_existing(
+        &mut self,
+        state: &PodState,
+        req_id: u32,
+        ctx: &TopologyContext,
+        cache: &mut ShapeCache,
+    ) -> Result<(), ()> {
+        if !cache.nodes_seeded {
+            cache.nodes = (0..self.nodes.len() as u32).collect();
+            cache.nodes_seeded = true;
+        }
+        let mut keep = 0;
+        let mut found = None;
+        for i in 0..cache.nodes.len() {
+            let ni = cache.nodes[i] as usize;
+            if found.is_none() {
+                match self.node_accepts(ni, state, ctx) {
+                    Ok(()) => found = Some(ni),
+                    Err(r) if self.is_permanent(&r) => continue,
+                    Err(_) => {}
+                }
+            }
+            cache.nodes[keep] = cache.nodes[i];
+            keep += 1;
+        }
+        cache.nodes.truncate(keep);
+        if let Some(ni) = found {
+            self.commit_node(ni, state);
+            return Ok(());
+        }
+        cache
+            .claims
+            .extend(cache.claims_seen as u32..self.claims.len() as u32);
+        cache.claims_seen = self.claims.len();
+        let mut keep = 0;
+        let mut found = None;
+        for i in 0..cache.claims.len() {
+            let ci = cache.claims[i] as usize;
+            if found.is_none() {
+                match self.claim_accepts(ci, state, req_id, ctx) {
+                    Ok(update) => found = Some((ci, update)),
+                    Err(r) if self.is_permanent(&r) => continue,
+                    Err(_) => {}
+                }
+            }
+            cache.claims[keep] = cache.claims[i];
+            keep += 1;
+        }
+        cache.claims.truncate(keep);
+        match found {
+            Some((ci, update)) => {
+                self.commit_claim(ci, state, req_id, update);
+                Ok(())
+            }
+            None => Err(()),
+        }
+    }
+
+    /// True when a rejection holds for every later pod of the same shape: nodes and claims
+    /// only gain pods and lose options, so only spread and affinity on domains whose counts
+    /// can still change elsewhere are worth retrying.
+    fn is_permanent(&self, reject: &Reject) -> bool {
+        match reject {
+            Reject::Topology { group, .. } => {
+                let g = &self.topo.groups[*group];
+                match g.kind {
+                    GroupKind::AntiAffinity => true,
+                    GroupKind::Spread { .. } => self.topo.tables[g.table].key == labels::HOSTNAME,
+                    GroupKind::Affinity => false,
+                }
+            }
+            _ => true,
+        }
+    }
+
+    fn commit_node(&mut self, ni: usize, state: &PodState) {
+        let pod = &self.snap.pods[state.pod];
+        let node = &mut self.nodes[ni];
+        node.remaining -= pod.requests;
+        for (k, v) in &pod.other_requests {
+            *node.other_remaining.entry(k.clone()).or_insert(0) -= v;
+        }
+        node.host_ports.extend(pod.host_ports.iter().cloned());
+        node.assigned.push(state.pod);
+        let domains = node.domains.clone();
+        self.record(state, |t| DomainOf::Fixed(domains[t]));
+        self.placed[state.pod] = true;
+    }
+
+    fn commit_claim(&mut self, ci: usize, state: &PodState, req_id: u32, update: ClaimUpdate) {
+        let pod = &self.snap.pods[state.pod];
+        let pins = update.pins.clone();
+        let pool = self.claims[ci].pool;
+        let before = self.claims[ci].max_capacity;
+        self.claims[ci].apply(pod, state.pod, req_id, update);
+        let after = self.claims[ci].max_capacity;
+        // Keep the pool's reservation equal to the largest capacity the claim may still get.
+        self.pools[pool].remaining = self.pools[pool].remaining + before - after;
+        for (t, d) in pins {
+            self.migrate_claim_counts(ci, t, d);
+        }
+        self.record_on_claim(ci, state);
+        self.placed[state.pod] = true;
+    }
+
+    fn open_claim(
+        &mut self,
+        p: usize,
+        state: &PodState,
+        req_id: u32,
+        ctx: &TopologyContext,
+    ) -> Result<(), String> {
+        let pool = &self.pools[p];
+        if let Some(t) = untolerated(&pool.input.taints, &state.tolerations) {
+            return Err(format!("did not tolerate taint {t}"));
+        }
+        pool.input
+            .requirements
+            .compatible(&state.requirements)
+            .map_err(|e| format!("incompatible requirements: {e}"))?;
+        let index = self.claims.len();
+        let hostname = format!("hostname-placeholder-{:04}", index + 1);
+        let host_domain = self
+            .hostname_table
+            .map(|t| self.topo.tables[t].intern(&hostname));
+        let claim = Claim::new(p, &self.pools[p], hostname, host_domain);
+        self.claims.push(claim);
+        match self.claim_accepts(index, state, req_id, ctx) {
+            Ok(update) => {
+                let cap = self.claims[index].max_capacity;
+                self.pools[p].remaining -= cap;
+                self.commit_claim(index, state, req_id, update);
+                Ok(())
+            }
+            Err(e) => {
+                self.claims.pop();
+                Err(e.describe(&self.topo, self.pools[p].daemon_overhead))
+            }
+        }
+    }
+
+    fn into_decision(self, options: &SolveOptions) -> Decision {
+        let pods = &self.snap.pods;
+        let mut decision = Decision::default();
+        for (ni, node) in self.nodes.iter().enumerate() {
+            if !node.assigned.is_empty() {
+                decision.existing.push(ExistingNodePlan {
+                    node: self.snap.nodes[ni].name.clone(),
+                    pods: node.assigned.iter().map(|&i| pods[i].key.clone()).collect(),
+                });
+            }
+        }
+        for claim in &self.claims {
+            let pool = &self.pools[claim.pool];
+            let mut options_list: Vec<InstanceTypeOption> = claim
+                .types
+                .iter()
+                .filter_map(|&t| {
+                    let it = pool.types[t as usize].it;
+                    it.cheapest_offering(&claim.reqs)
+                        .map(|o| InstanceTypeOption {
+                            name: it.name.clone(),
+                            zone: o.zone.clone(),
+                            capacity_type: o.capacity_type.clone(),
+                            price: o.price,
+                        })
+                })
+                .collect();
+            options_list.sort_by(|a, b| {
+                a.price
+                    .total_cmp(&b.price)
+                    .then_with(|| a.name.cmp(&b.name))
+            });
+            truncate_keeping_min_values(
+                &mut options_list,
+                &claim.reqs,
+                pool,
+                options.max_instance_types,
+            );
+            let mut requirements = claim.reqs.clone();
+            requirements.remove(labels::HOSTNAME);
+            let mut labels_out = pool.input.labels.clone();
+            labels_out.extend(requirements.single_valued_labels());
+            decision.new_node_claims.push(NewNodeClaim {
+                node_pool: pool.input.name.clone(),
+                hostname: claim.hostname.clone(),
+                requirements,
+                instance_types: options_list,
+                pods: claim.pods.iter().map(|&i| pods[i].key.clone()).collect(),
+                pod_requests: claim.requests - pool.daemon_overhead,
+                daemon_overhead: pool.daemon_overhead,
+                labels: labels_out,
+                taints: pool.input.taints.clone(),
+            });
+        }
+        for (i, &placed) in self.placed.iter().enumerate() {
+            if !placed {
+                decision.unschedulable.push(Unschedulable {
+                    pod: pods[i].key.clone(),
+                    reason: self
+                        .failures
+                        .get(&i)
+                        .cloned()
+                        .unwrap_or_else(|| "not attempted".to_string()),
+                });
+            }
+        }
+        decision.unschedulable.sort_by(|a, b| a.pod.cmp(&b.pod));
+        for (i, notes) in self.relax_notes {
+            decision.relaxed.insert(pods[i].key.clone(), notes);
+        }
+        decision
+    }
+}
+
+/// How to find the domain of the place a pod just went, per topology table.
+pub(crate) enum DomainOf {
+    Fixed(Option<u32>),
+}
+
+fn node_label<'n>(node: &'n crate::snapshot::ExistingNode, key: &str) -> Option<&'n str> {
+    match node.labels.get(key) {
+        Some(v) => Some(v.as_str()),
+        None if key == labels::HOSTNAME => Some(node.name.as_str()),
+        None => None,
+    }
+}
+
+/// Keeps the cheapest `max` options, or more when a `minValues` requirement needs them.
+fn truncate_keeping_min_values(
+    options: &mut Vec<InstanceTypeOption>,
+    reqs: &Requirements,
+    pool: &PoolData,
+    max: usize,
+) {
+    if options.len() <= max {
+        return;
+    }
+    let mut keep = max;
+    for (key, req) in reqs.iter() {
+        let Some(min) = req.min_values else { continue };
+        let mut seen: Vec<String> = Vec::new();
+        for (i, o) in options.iter().enumerate() {
+            let value = if key == labels::INSTANCE_TYPE {
+                Some(o.name.clone())
+            } else {
+                pool.types
+                    .iter()
+                    .find(|t| t.it.name == o.name)
+                    .and_then(|t| t.it.requirements.get(key))
+                    .and_then(|r| r.any_value())
+            };
+            if let Some(v) = value.filter(|v| !seen.contains(v)) {
+                seen.push(v);
+            }
+            if seen.len() >= min {
+                keep = keep.max(i + 1);
+                break;
+            }
+        }
+    }
+    options.truncate(keep);
+}
+
+impl Solver<'_> {
+    /// Adds the pod to the counts of every group that selects it, and to the owner counts of
+    /// its own required anti-affinity groups.
+    fn record(&mut self, state: &PodState, domain_of: impl Fn(usize) -> DomainOf) {
+        let pod = &self.snap.pods[state.pod];
+        for &g in &self.counted_in[state.pod] {
+            let t = self.topo.groups[g].table;
+            let DomainOf::Fixed(d) = domain_of(t);
+            if let Some(d) = d {
+                self.topo.groups[g].record(d);
+            }
+        }
+        let owned: Vec<GroupRef> = pod
+            .pod_anti_affinity
+            .iter()
+            .map(|t| {
+                self.topo
+                    .affinity_group(pod, t, true, &self.snap.namespace_labels)
+            })
+            .collect();
+        for r in owned {
+            let t = self.topo.groups[r.group].table;
+            let DomainOf::Fixed(d) = domain_of(t);
+            if let Some(d) = d {
+                self.topo.groups[r.group].record_owner(d);
+                self.topo.groups[r.group].owners += 1;
+            }
+        }
+    }
+
+    fn record_on_claim(&mut self, ci: usize, state: &PodState) {
+        let pod = &self.snap.pods[state.pod];
+        let claim = &self.claims[ci];
+        let mut fixed: Vec<Option<u32>> = Vec::with_capacity(self.topo.tables.len());
+        let mut possible: Vec<Vec<u32>> = Vec::with_capacity(self.topo.tables.len());
+        for table in &self.topo.tables {
+            if table.key == labels::HOSTNAME {
+                fixed.push(claim.host_domain);
+                possible.push(claim.host_domain.into_iter().collect());
+                continue;
+            }
+            let req = claim.reqs.get_or_any(&table.key);
+            let ids: Vec<u32> = (0..table.len() as u32)
+                .filter(|&d| req.has(&table.names[d as usize]))
+                .collect();
+            fixed.push(if ids.len() == 1 && !req.is_complement() {
+                Some(ids[0])
+            } else {
+                None
+            });
+            possible.push(ids);
+        }
+        for &g in &self.counted_in[state.pod] {
+            let group = &mut self.topo.groups[g];
+            match fixed[group.table] {
+                Some(d) => group.record(d),
+                None if group.kind == GroupKind::AntiAffinity => {
+                    // Unknown domain: block every domain the node could land in.
+                    for &d in &possible[group.table] {
+                        group.record(d);
+                    }
+                }
+                None => *group.claim_counts.entry(ci).or_insert(0) += 1,
+            }
+        }
+        let owned: Vec<GroupRef> = pod
+            .pod_anti_affinity
+            .iter()
+            .map(|t| {
+                self.topo
+                    .affinity_group(pod, t, true, &self.snap.namespace_labels)
+            })
+            .collect();
+        for r in owned {
+            let group = &mut self.topo.groups[r.group];
+            group.owners += 1;
+            match fixed[group.table] {
+                Some(d) => group.record_owner(d),
+                None => {
+                    for &d in &possible[group.table] {
+                        group.record_owner(d);
+                    }
+                }
+            }
+        }
+    }
+
+    /// When a claim's domain for a key becomes known, the pods counted against the claim
+    /// move to that domain.
+    fn migrate_claim_counts(&mut self, ci: usize, table: usize, domain: u32) {
+        for group in &mut self.topo.groups {
+            if group.table != table {
+                continue;
+            }
+            if let Some(n) = group.claim_counts.remove(&ci) {
+                for _ in 0..n {
+                    group.record(domain);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! End-to-end test bed (built in a later issue).

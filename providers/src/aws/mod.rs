@@ -1,0 +1,6 @@
+//! AWS provider: EC2NodeClass API types, the embedded instance-type catalog and the pure maths
+//! that turns EC2 instance-type facts into schedulable instance types.
+
+pub mod catalog;
+pub mod instance_types;
+pub mod nodeclass;

@@ -1,0 +1,50 @@
+//! `cargo xtask …`: developer tasks for karpenter-rs.
+
+use clap::{Parser, Subcommand};
+
+mod catalog;
+mod test;
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Developer tasks for karpenter-rs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Regenerate the embedded EC2 instance-type catalog from moto's data and the static prices.
+    Catalog(catalog::CatalogArgs),
+    /// Run every check CI runs: fmt, clippy, all tests, catalog staleness.
+    Test(test::TestArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Catalog(args) => catalog::run(args),
+        Command::Test(args) => test::run_all(args),
+    }
+}
+
+/// Installs rustup components a step needs when they are missing (fresh machines may lack
+/// them); a no-op when they are present or rustup is absent.
+pub(crate) fn ensure_rust_components(components: &[&str]) -> anyhow::Result<()> {
+    let Ok(out) = std::process::Command::new("rustup")
+        .args(["component", "list", "--installed"])
+        .output()
+    else {
+        return Ok(());
+    };
+    let installed = String::from_utf8_lossy(&out.stdout);
+    for c in components {
+        if !installed.lines().any(|l| l.starts_with(c)) {
+            eprintln!("==> installing rustup component {c}");
+            let status = std::process::Command::new("rustup")
+                .args(["component", "add", c])
+                .status()?;
+            anyhow::ensure!(status.success(), "rustup component add {c} failed");
+        }
+    }
+    Ok(())
+}
