@@ -158,6 +158,10 @@ impl Solver<'_> {
         }
         let requests = claim.requests + pod.requests;
         if let Some(slot) = requests.first_exceeding(&claim.max_alloc) {
+            // A fresh claim that lost types to the pool's limits fails because of the limits.
+            if claim.pods.is_empty() && claim.types.len() < self.pools[pool_index].types.len() {
+                return Err(Reject::Limits);
+            }
             return Err(Reject::Resources {
                 slot,
                 need: requests.0[slot],

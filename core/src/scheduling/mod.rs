@@ -8,8 +8,11 @@
 mod checks;
 mod claims;
 mod decision;
+mod output;
 mod pools;
 mod preferences;
+mod recording;
+pub mod report;
 mod solver;
 mod topology;
 

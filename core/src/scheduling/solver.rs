@@ -6,9 +6,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use super::checks::Reject;
 use super::claims::{Claim, ClaimUpdate};
-use super::decision::{
-    Decision, ExistingNodePlan, InstanceTypeOption, NewNodeClaim, Unschedulable,
-};
+use super::decision::Decision;
 use super::pools::PoolData;
 use super::preferences::PodState;
 use super::topology::{GroupKind, GroupRef, Topology};
@@ -57,14 +55,14 @@ pub(crate) struct Solver<'a> {
     pub claims: Vec<Claim>,
     pub topo: Topology,
     /// Groups whose selector matches each pending pod (by pod index).
-    counted_in: Vec<Vec<usize>>,
+    pub counted_in: Vec<Vec<usize>>,
     req_ids: HashMap<Requirements, u32>,
     /// Per pod shape, the nodes and claims still worth trying.
     shapes: HashMap<Shape, ShapeCache>,
-    hostname_table: Option<usize>,
-    placed: Vec<bool>,
-    relax_notes: BTreeMap<usize, Vec<String>>,
-    failures: BTreeMap<usize, String>,
+    pub hostname_table: Option<usize>,
+    pub placed: Vec<bool>,
+    pub relax_notes: BTreeMap<usize, Vec<String>>,
+    pub failures: BTreeMap<usize, String>,
 }
 
 /// Everything about a pod attempt that decides whether a node or claim can take it.
@@ -500,7 +498,7 @@ impl<'a> Solver<'a> {
         node.host_ports.extend(pod.host_ports.iter().cloned());
         node.assigned.push(state.pod);
         let domains = node.domains.clone();
-        self.record(state, |t| DomainOf::Fixed(domains[t]));
+        self.record(state, |t| domains[t]);
         self.placed[state.pod] = true;
     }
 
@@ -555,84 +553,6 @@ impl<'a> Solver<'a> {
             }
         }
     }
-
-    fn into_decision(self, options: &SolveOptions) -> Decision {
-        let pods = &self.snap.pods;
-        let mut decision = Decision::default();
-        for (ni, node) in self.nodes.iter().enumerate() {
-            if !node.assigned.is_empty() {
-                decision.existing.push(ExistingNodePlan {
-                    node: self.snap.nodes[ni].name.clone(),
-                    pods: node.assigned.iter().map(|&i| pods[i].key.clone()).collect(),
-                });
-            }
-        }
-        for claim in &self.claims {
-            let pool = &self.pools[claim.pool];
-            let mut options_list: Vec<InstanceTypeOption> = claim
-                .types
-                .iter()
-                .filter_map(|&t| {
-                    let it = pool.types[t as usize].it;
-                    it.cheapest_offering(&claim.reqs)
-                        .map(|o| InstanceTypeOption {
-                            name: it.name.clone(),
-                            zone: o.zone.clone(),
-                            capacity_type: o.capacity_type.clone(),
-                            price: o.price,
-                        })
-                })
-                .collect();
-            options_list.sort_by(|a, b| {
-                a.price
-                    .total_cmp(&b.price)
-                    .then_with(|| a.name.cmp(&b.name))
-            });
-            truncate_keeping_min_values(
-                &mut options_list,
-                &claim.reqs,
-                pool,
-                options.max_instance_types,
-            );
-            let mut requirements = claim.reqs.clone();
-            requirements.remove(labels::HOSTNAME);
-            let mut labels_out = pool.input.labels.clone();
-            labels_out.extend(requirements.single_valued_labels());
-            decision.new_node_claims.push(NewNodeClaim {
-                node_pool: pool.input.name.clone(),
-                hostname: claim.hostname.clone(),
-                requirements,
-                instance_types: options_list,
-                pods: claim.pods.iter().map(|&i| pods[i].key.clone()).collect(),
-                pod_requests: claim.requests - pool.daemon_overhead,
-                daemon_overhead: pool.daemon_overhead,
-                labels: labels_out,
-                taints: pool.input.taints.clone(),
-            });
-        }
-        for (i, &placed) in self.placed.iter().enumerate() {
-            if !placed {
-                decision.unschedulable.push(Unschedulable {
-                    pod: pods[i].key.clone(),
-                    reason: self
-                        .failures
-                        .get(&i)
-                        .cloned()
-                        .unwrap_or_else(|| "not attempted".to_string()),
-                });
-            }
-        }
-        decision.unschedulable.sort_by(|a, b| a.pod.cmp(&b.pod));
-        for (i, notes) in self.relax_notes {
-            decision.relaxed.insert(pods[i].key.clone(), notes);
-        }
-        decision
-    }
-}
-
-/// How to find the domain of the place a pod just went, per topology table.
-pub(crate) enum DomainOf {
-    Fixed(Option<u32>),
 }
 
 fn node_label<'n>(node: &'n crate::snapshot::ExistingNode, key: &str) -> Option<&'n str> {
@@ -640,144 +560,5 @@ fn node_label<'n>(node: &'n crate::snapshot::ExistingNode, key: &str) -> Option<
         Some(v) => Some(v.as_str()),
         None if key == labels::HOSTNAME => Some(node.name.as_str()),
         None => None,
-    }
-}
-
-/// Keeps the cheapest `max` options, or more when a `minValues` requirement needs them.
-fn truncate_keeping_min_values(
-    options: &mut Vec<InstanceTypeOption>,
-    reqs: &Requirements,
-    pool: &PoolData,
-    max: usize,
-) {
-    if options.len() <= max {
-        return;
-    }
-    let mut keep = max;
-    for (key, req) in reqs.iter() {
-        let Some(min) = req.min_values else { continue };
-        let mut seen: Vec<String> = Vec::new();
-        for (i, o) in options.iter().enumerate() {
-            let value = if key == labels::INSTANCE_TYPE {
-                Some(o.name.clone())
-            } else {
-                pool.types
-                    .iter()
-                    .find(|t| t.it.name == o.name)
-                    .and_then(|t| t.it.requirements.get(key))
-                    .and_then(|r| r.any_value())
-            };
-            if let Some(v) = value.filter(|v| !seen.contains(v)) {
-                seen.push(v);
-            }
-            if seen.len() >= min {
-                keep = keep.max(i + 1);
-                break;
-            }
-        }
-    }
-    options.truncate(keep);
-}
-
-impl Solver<'_> {
-    /// Adds the pod to the counts of every group that selects it, and to the owner counts of
-    /// its own required anti-affinity groups.
-    fn record(&mut self, state: &PodState, domain_of: impl Fn(usize) -> DomainOf) {
-        let pod = &self.snap.pods[state.pod];
-        for &g in &self.counted_in[state.pod] {
-            let t = self.topo.groups[g].table;
-            let DomainOf::Fixed(d) = domain_of(t);
-            if let Some(d) = d {
-                self.topo.groups[g].record(d);
-            }
-        }
-        let owned: Vec<GroupRef> = pod
-            .pod_anti_affinity
-            .iter()
-            .map(|t| {
-                self.topo
-                    .affinity_group(pod, t, true, &self.snap.namespace_labels)
-            })
-            .collect();
-        for r in owned {
-            let t = self.topo.groups[r.group].table;
-            let DomainOf::Fixed(d) = domain_of(t);
-            if let Some(d) = d {
-                self.topo.groups[r.group].record_owner(d);
-                self.topo.groups[r.group].owners += 1;
-            }
-        }
-    }
-
-    fn record_on_claim(&mut self, ci: usize, state: &PodState) {
-        let pod = &self.snap.pods[state.pod];
-        let claim = &self.claims[ci];
-        let mut fixed: Vec<Option<u32>> = Vec::with_capacity(self.topo.tables.len());
-        let mut possible: Vec<Vec<u32>> = Vec::with_capacity(self.topo.tables.len());
-        for table in &self.topo.tables {
-            if table.key == labels::HOSTNAME {
-                fixed.push(claim.host_domain);
-                possible.push(claim.host_domain.into_iter().collect());
-                continue;
-            }
-            let req = claim.reqs.get_or_any(&table.key);
-            let ids: Vec<u32> = (0..table.len() as u32)
-                .filter(|&d| req.has(&table.names[d as usize]))
-                .collect();
-            fixed.push(if ids.len() == 1 && !req.is_complement() {
-                Some(ids[0])
-            } else {
-                None
-            });
-            possible.push(ids);
-        }
-        for &g in &self.counted_in[state.pod] {
-            let group = &mut self.topo.groups[g];
-            match fixed[group.table] {
-                Some(d) => group.record(d),
-                None if group.kind == GroupKind::AntiAffinity => {
-                    // Unknown domain: block every domain the node could land in.
-                    for &d in &possible[group.table] {
-                        group.record(d);
-                    }
-                }
-                None => *group.claim_counts.entry(ci).or_insert(0) += 1,
-            }
-        }
-        let owned: Vec<GroupRef> = pod
-            .pod_anti_affinity
-            .iter()
-            .map(|t| {
-                self.topo
-                    .affinity_group(pod, t, true, &self.snap.namespace_labels)
-            })
-            .collect();
-        for r in owned {
-            let group = &mut self.topo.groups[r.group];
-            group.owners += 1;
-            match fixed[group.table] {
-                Some(d) => group.record_owner(d),
-                None => {
-                    for &d in &possible[group.table] {
-                        group.record_owner(d);
-                    }
-                }
-            }
-        }
-    }
-
-    /// When a claim's domain for a key becomes known, the pods counted against the claim
-    /// move to that domain.
-    fn migrate_claim_counts(&mut self, ci: usize, table: usize, domain: u32) {
-        for group in &mut self.topo.groups {
-            if group.table != table {
-                continue;
-            }
-            if let Some(n) = group.claim_counts.remove(&ci) {
-                for _ in 0..n {
-                    group.record(domain);
-                }
-            }
-        }
     }
 }

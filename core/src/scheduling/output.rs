@@ -1,0 +1,120 @@
+//! Turning the solver's final state into a [`Decision`].
+
+use super::decision::{
+    Decision, ExistingNodePlan, InstanceTypeOption, NewNodeClaim, Unschedulable,
+};
+use super::pools::PoolData;
+use super::solver::{SolveOptions, Solver};
+use crate::labels;
+use crate::requirements::Requirements;
+
+impl Solver<'_> {
+    pub(crate) fn into_decision(self, options: &SolveOptions) -> Decision {
+        let pods = &self.snap.pods;
+        let mut decision = Decision::default();
+        for (ni, node) in self.nodes.iter().enumerate() {
+            if !node.assigned.is_empty() {
+                decision.existing.push(ExistingNodePlan {
+                    node: self.snap.nodes[ni].name.clone(),
+                    pods: node.assigned.iter().map(|&i| pods[i].key.clone()).collect(),
+                });
+            }
+        }
+        for claim in &self.claims {
+            let pool = &self.pools[claim.pool];
+            let mut options_list: Vec<InstanceTypeOption> = claim
+                .types
+                .iter()
+                .filter_map(|&t| {
+                    let it = pool.types[t as usize].it;
+                    it.cheapest_offering(&claim.reqs)
+                        .map(|o| InstanceTypeOption {
+                            name: it.name.clone(),
+                            zone: o.zone.clone(),
+                            capacity_type: o.capacity_type.clone(),
+                            price: o.price,
+                        })
+                })
+                .collect();
+            options_list.sort_by(|a, b| {
+                a.price
+                    .total_cmp(&b.price)
+                    .then_with(|| a.name.cmp(&b.name))
+            });
+            truncate_keeping_min_values(
+                &mut options_list,
+                &claim.reqs,
+                pool,
+                options.max_instance_types,
+            );
+            let mut requirements = claim.reqs.clone();
+            requirements.remove(labels::HOSTNAME);
+            let mut labels_out = pool.input.labels.clone();
+            labels_out.extend(requirements.single_valued_labels());
+            decision.new_node_claims.push(NewNodeClaim {
+                node_pool: pool.input.name.clone(),
+                hostname: claim.hostname.clone(),
+                requirements,
+                instance_types: options_list,
+                pods: claim.pods.iter().map(|&i| pods[i].key.clone()).collect(),
+                pod_requests: claim.requests - pool.daemon_overhead,
+                daemon_overhead: pool.daemon_overhead,
+                labels: labels_out,
+                taints: pool.input.taints.clone(),
+            });
+        }
+        for (i, &placed) in self.placed.iter().enumerate() {
+            if !placed {
+                decision.unschedulable.push(Unschedulable {
+                    pod: pods[i].key.clone(),
+                    reason: self
+                        .failures
+                        .get(&i)
+                        .cloned()
+                        .unwrap_or_else(|| "not attempted".to_string()),
+                });
+            }
+        }
+        decision.unschedulable.sort_by(|a, b| a.pod.cmp(&b.pod));
+        for (i, notes) in self.relax_notes {
+            decision.relaxed.insert(pods[i].key.clone(), notes);
+        }
+        decision
+    }
+}
+
+/// Keeps the cheapest `max` options, or more when a `minValues` requirement needs them.
+fn truncate_keeping_min_values(
+    options: &mut Vec<InstanceTypeOption>,
+    reqs: &Requirements,
+    pool: &PoolData,
+    max: usize,
+) {
+    if options.len() <= max {
+        return;
+    }
+    let mut keep = max;
+    for (key, req) in reqs.iter() {
+        let Some(min) = req.min_values else { continue };
+        let mut seen: Vec<String> = Vec::new();
+        for (i, o) in options.iter().enumerate() {
+            let value = if key == labels::INSTANCE_TYPE {
+                Some(o.name.clone())
+            } else {
+                pool.types
+                    .iter()
+                    .find(|t| t.it.name == o.name)
+                    .and_then(|t| t.it.requirements.get(key))
+                    .and_then(|r| r.any_value())
+            };
+            if let Some(v) = value.filter(|v| !seen.contains(v)) {
+                seen.push(v);
+            }
+            if seen.len() >= min {
+                keep = keep.max(i + 1);
+                break;
+            }
+        }
+    }
+    options.truncate(keep);
+}
