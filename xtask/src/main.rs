@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 mod catalog;
+mod demo;
 mod test;
 
 #[derive(Parser)]
@@ -18,12 +19,15 @@ enum Command {
     Catalog(catalog::CatalogArgs),
     /// Run every check CI runs: fmt, clippy, all tests, catalog staleness.
     Test(test::TestArgs),
+    /// Build karpenter (debug) and simulate the staging example (`examples/staging`).
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Catalog(args) => catalog::run(args),
         Command::Test(args) => test::run_all(args),
+        Command::Demo(args) => demo::run(args),
     }
 }
 

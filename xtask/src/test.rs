@@ -17,7 +17,9 @@ pub struct TestArgs {
 
 fn run(step: &str, cmd: &mut Command) -> anyhow::Result<()> {
     eprintln!("==> {step}: {cmd:?}");
-    let status = cmd.status().with_context(|| format!("could not start {step}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start {step}"))?;
     if !status.success() {
         bail!("{step} failed ({status})");
     }
@@ -35,10 +37,20 @@ pub fn run_all(args: TestArgs) -> anyhow::Result<()> {
         run("rustfmt", cargo().args(["fmt", "--all", "--check"]))?;
         run(
             "clippy",
-            cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+            cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
         )?;
     }
-    run("unit and scenario tests", cargo().args(["test", "--workspace"]))?;
+    run(
+        "unit and scenario tests",
+        cargo().args(["test", "--workspace"]),
+    )?;
     if !args.no_catalog_check {
         run(
             "catalog is up to date",

@@ -159,7 +159,11 @@ impl Solver<'_> {
         let requests = claim.requests + pod.requests;
         if let Some(slot) = requests.first_exceeding(&claim.max_alloc) {
             // A fresh claim that lost types to the pool's limits fails because of the limits.
-            if claim.pods.is_empty() && claim.types.len() < self.pools[pool_index].types.len() {
+            let pool = &self.pools[pool_index];
+            if claim.pods.is_empty()
+                && claim.types.len() < pool.types.len()
+                && requests.fits_in(&pool.max_alloc)
+            {
                 return Err(Reject::Limits);
             }
             return Err(Reject::Resources {
@@ -294,8 +298,17 @@ impl Solver<'_> {
             }
         }
         if out.is_empty() {
-            if fit_reqs > 0 && claim.types.len() < pool.types.len() && claim.pods.is_empty() {
-                return Err(Reject::Limits);
+            if claim.pods.is_empty() && claim.types.len() < pool.types.len() {
+                // Would a type the limits removed have fitted? Then the limits are the reason.
+                let fits_without_limits = pool.types.iter().enumerate().any(|(i, t)| {
+                    compatible
+                        .as_ref()
+                        .is_none_or(|list| list.binary_search(&(i as u32)).is_ok())
+                        && requests.fits_in(&t.allocatable)
+                });
+                if fits_without_limits {
+                    return Err(Reject::Limits);
+                }
             }
             let mut shown = reqs.clone();
             shown.remove(labels::NODE_POOL);

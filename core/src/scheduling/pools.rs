@@ -28,6 +28,8 @@ pub(crate) struct PoolData<'a> {
     pub daemon_overhead: Resources,
     /// Label keys instance types define (their values decide compatibility).
     pub type_keys: BTreeSet<String>,
+    /// Slot-wise maximum allocatable over `types`, ignoring limits.
+    pub max_alloc: Resources,
     /// `limits - usage - what new claims have reserved`.
     pub remaining: Resources,
     cache: HashMap<Requirements, Rc<Vec<u32>>>,
@@ -45,6 +47,7 @@ impl<'a> PoolData<'a> {
             input,
             types: Vec::new(),
             daemon_overhead: Resources::ZERO,
+            max_alloc: Resources::ZERO,
             type_keys,
             remaining: input.limits.saturating_sub(&input.usage),
             cache: HashMap::new(),
@@ -67,6 +70,10 @@ impl<'a> PoolData<'a> {
                 capacity: it.capacity,
             })
             .collect();
+        pool.max_alloc = pool
+            .types
+            .iter()
+            .fold(Resources::ZERO, |acc, t| acc.slot_max(&t.allocatable));
         pool.daemon_overhead = daemon_sets
             .iter()
             .filter(|ds| daemon_runs_on(ds, &input.taints, &input.requirements))

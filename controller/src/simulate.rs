@@ -1,0 +1,304 @@
+//! `karpenter simulate`: what Karpenter would launch for the pods in some manifests, offline.
+//!
+//! The pipeline ([`plan`]) is pure: manifest texts and an instance-type catalog in, a
+//! [`Plan`] (the snapshot and the scheduler's [`Decision`]) or every problem found out.
+//! [`main`] only reads files, calls it and prints.
+//!
+//! 1. every text goes through [`parse_manifests`] (errors name file, document, object, field);
+//! 2. each NodePool's instance types are the catalog's, shaped by the EC2NodeClass its
+//!    `nodeClassRef` names (see [`nodeclasses`]): v1 as is, v1beta1 converted to v1 with the
+//!    pool's v1beta1 kubelet (so `maxPods` applies);
+//! 3. [`build_snapshot`] assembles the scheduler input, [`solve`] decides.
+
+mod json;
+mod nodeclasses;
+#[cfg(test)]
+mod tests;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use karpenter_core::ingest::{Manifest, build_snapshot, parse_manifests};
+use karpenter_core::scheduling::{Decision, SolveOptions, report, solve};
+use karpenter_core::snapshot::Snapshot;
+use karpenter_providers::aws::catalog::{Catalog, CatalogError};
+
+pub use nodeclasses::PoolInfo;
+
+/// Exit code for invalid input (unreadable files, bad manifests, a missing node class).
+pub const EXIT_INVALID_INPUT: u8 = 2;
+
+/// How the embedded catalog is named in the header.
+pub const EMBEDDED_CATALOG: &str = "embedded (providers/data/aws-catalog-us-east-1.json)";
+
+/// Options of `karpenter simulate`.
+#[derive(clap::Args, Debug)]
+pub struct SimulateArgs {
+    /// A manifest file, or a directory whose *.yaml and *.yml files are read in name order.
+    /// Repeat to read several.
+    #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+    /// An instance-type catalog (JSON, the shape of the embedded one) instead of the embedded
+    /// us-east-1 catalog.
+    #[arg(long, value_name = "FILE")]
+    pub catalog: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Pod names listed per node in text output (the rest are counted).
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub max_pods_listed: usize,
+}
+
+/// `--output` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// A readable report.
+    Text,
+    /// A JSON document (see [`json::Report`]).
+    Json,
+}
+
+/// One manifest text and where it came from (a path, for error messages).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
+    /// File path (or any name) used in error messages.
+    pub origin: String,
+    /// The YAML text.
+    pub text: String,
+}
+
+/// Why a simulation could not run. Every variant is invalid input (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum SimulateError {
+    /// A file or directory could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A directory argument holds no manifests.
+    #[error("{0}: no *.yaml or *.yml files in this directory")]
+    EmptyDirectory(String),
+    /// The `--catalog` file is unusable.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The manifests are invalid; one line per problem, each naming object and field.
+    #[error("{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+impl SimulateError {
+    /// One line per problem, for `error: …` output.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            SimulateError::Invalid(problems) => problems.clone(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+/// The result of a simulation.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The scheduler's input.
+    pub snapshot: Snapshot,
+    /// The scheduler's output.
+    pub decision: Decision,
+    /// Each NodePool with its node class and how many instance types it can use.
+    pub pools: Vec<PoolInfo>,
+    /// Where the catalog came from.
+    pub catalog_source: String,
+    /// Instance types in the catalog.
+    pub catalog_types: usize,
+    /// Objects read but not used (Services, ConfigMaps, …), as `Kind/name`.
+    pub skipped: Vec<String>,
+}
+
+/// Reads the files and directories named on the command line, in order.
+pub fn read_sources(paths: &[PathBuf]) -> Result<Vec<Source>, SimulateError> {
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| SimulateError::Io { path, source }
+    };
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(io(path))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+                .collect();
+            if found.is_empty() {
+                return Err(SimulateError::EmptyDirectory(path.display().to_string()));
+            }
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    files
+        .into_iter()
+        .map(|p| {
+            Ok(Source {
+                origin: p.display().to_string(),
+                text: std::fs::read_to_string(&p).map_err(io(&p))?,
+            })
+        })
+        .collect()
+}
+
+/// The pure pipeline: manifests and a catalog in, the scheduler's plan out.
+///
+/// A parse error stops at once (it names the file and document); after that every problem
+/// (invalid or missing node classes, objects the snapshot cannot be built from) is reported
+/// together.
+pub fn plan(
+    sources: &[Source],
+    catalog: &Catalog,
+    catalog_source: &str,
+) -> Result<Plan, SimulateError> {
+    let mut manifests: Vec<Manifest> = Vec::new();
+    for s in sources {
+        let parsed = parse_manifests(&s.text, &s.origin)
+            .map_err(|e| SimulateError::Invalid(vec![e.to_string()]))?;
+        manifests.extend(parsed);
+    }
+
+    let mut problems = Vec::new();
+    let (pools, mut types_by_pool) =
+        nodeclasses::pool_instance_types(&manifests, catalog, &mut problems);
+    let built = build_snapshot(&manifests, &|np| {
+        let name = np.metadata.name.as_deref().unwrap_or_default();
+        types_by_pool.get(name).cloned().unwrap_or_default()
+    });
+    types_by_pool.clear();
+    let build = match built {
+        Ok(b) => b,
+        Err(errs) => {
+            problems.extend(errs.iter().map(ToString::to_string));
+            return Err(SimulateError::Invalid(problems));
+        }
+    };
+    if !problems.is_empty() {
+        return Err(SimulateError::Invalid(problems));
+    }
+
+    let snapshot = build.snapshot;
+    let decision = solve(&snapshot, &SolveOptions::default());
+    let skipped = manifests
+        .iter()
+        .filter(|m| matches!(m, Manifest::Other { .. }))
+        .map(Manifest::kind_name)
+        .collect();
+    let pools = pools
+        .into_iter()
+        .map(|mut p| {
+            if let Some(input) = snapshot.node_pools.iter().find(|i| i.name == p.name) {
+                p.matching_types = input
+                    .instance_types
+                    .iter()
+                    .filter(|it| it.compatible(&input.requirements))
+                    .count();
+            }
+            p
+        })
+        .collect();
+    Ok(Plan {
+        snapshot,
+        decision,
+        pools,
+        catalog_source: catalog_source.to_string(),
+        catalog_types: catalog.instance_types.len(),
+        skipped,
+    })
+}
+
+/// The header printed above the text report.
+pub fn header(plan: &Plan) -> String {
+    let s = &plan.snapshot;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Simulating {} pending pods, {} DaemonSets, {} existing nodes, {} NodePools",
+        s.pods.len(),
+        s.daemon_sets.len(),
+        s.nodes.len(),
+        s.node_pools.len(),
+    );
+    let _ = writeln!(
+        out,
+        "Catalog: {} ({} instance types)",
+        plan.catalog_source, plan.catalog_types
+    );
+    for p in &plan.pools {
+        let max_pods = p
+            .max_pods
+            .map_or_else(|| "ENI-limited".to_string(), |n| n.to_string());
+        let _ = writeln!(
+            out,
+            "NodePool {}: EC2NodeClass {} ({}), maxPods {}, {} instance types considered",
+            p.name, p.node_class, p.ami_family, max_pods, p.matching_types,
+        );
+    }
+    if !plan.skipped.is_empty() {
+        let _ = writeln!(out, "Ignored: {}", plan.skipped.join(", "));
+    }
+    out
+}
+
+/// The whole text output: header, blank line, the scheduler's report.
+pub fn render_text(plan: &Plan, max_pods_listed: usize) -> String {
+    format!(
+        "{}\n{}",
+        header(plan),
+        report::render_text(&plan.snapshot, &plan.decision, max_pods_listed)
+    )
+}
+
+/// The JSON output.
+pub fn render_json(plan: &Plan) -> String {
+    let mut text = serde_json::to_string_pretty(&json::Report::of(plan))
+        .expect("the report serializes (plain data)");
+    text.push('\n');
+    text
+}
+
+fn load_catalog(args: &SimulateArgs) -> Result<(Catalog, String), SimulateError> {
+    Ok(match &args.catalog {
+        Some(path) => (Catalog::from_path(path)?, path.display().to_string()),
+        None => (Catalog::embedded().clone(), EMBEDDED_CATALOG.to_string()),
+    })
+}
+
+fn run(args: &SimulateArgs) -> Result<String, SimulateError> {
+    let sources = read_sources(&args.files)?;
+    let (catalog, origin) = load_catalog(args)?;
+    let plan = plan(&sources, &catalog, &origin)?;
+    Ok(match args.output {
+        OutputFormat::Text => render_text(&plan, args.max_pods_listed),
+        OutputFormat::Json => render_json(&plan),
+    })
+}
+
+/// Runs `karpenter simulate`: prints the plan and exits 0 (also when some pods are
+/// unschedulable: that is a valid plan), or prints `error: …` lines and exits 2.
+pub fn main(args: &SimulateArgs) -> ExitCode {
+    match run(args) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            for line in e.lines() {
+                eprintln!("error: {line}");
+            }
+            ExitCode::from(EXIT_INVALID_INPUT)
+        }
+    }
+}
