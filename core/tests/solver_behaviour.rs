@@ -207,3 +207,29 @@ fn same_snapshot_same_decision() {
         .collect();
     assert_eq!(names.len(), a.new_node_claims.len(), "hostnames are unique");
 }
+
+#[test]
+fn volume_zone_requirements_are_strict() {
+    // A pod whose bound volume lives in zone 3 must land there, even though spot (cheaper) is
+    // only offered in zones 1 and 2.
+    let mut p = pod("db-0", 500, 512);
+    p.volume_requirements
+        .add(labels::ZONE, Requirement::single(ZONES[2]));
+    let d = solve(&snap_with(vec![p.clone()]), &SolveOptions::default());
+    assert_eq!(d.new_node_claims.len(), 1);
+    let opt = &d.new_node_claims[0].instance_types[0];
+    assert_eq!(opt.zone, ZONES[2]);
+    assert_eq!(opt.capacity_type, labels::CAPACITY_ON_DEMAND);
+    // A volume in a zone no offering covers makes the pod unschedulable, naming the zone.
+    let mut q = p;
+    q.volume_requirements = Default::default();
+    q.volume_requirements
+        .add(labels::ZONE, Requirement::single("elsewhere-1a"));
+    let d = solve(&snap_with(vec![q]), &SolveOptions::default());
+    assert_eq!(d.unschedulable.len(), 1);
+    assert!(
+        d.unschedulable[0].reason.contains("elsewhere-1a"),
+        "{}",
+        d.unschedulable[0].reason
+    );
+}
