@@ -372,36 +372,34 @@ impl fmt::Debug for Requirement {
     }
 }
 
-/// Prints the requirement the way a manifest would say it (`In [a b]`, `Exists`, `Gt 4`).
+/// Prints the requirement the way a manifest would say it (`In [a b]`, `Exists`, `Gt 4`,
+/// `Gt 2 Lt 8`, `NotIn [x] Gt 2`).
 impl fmt::Display for Requirement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let op = self.operator();
         let join = |vals: &BTreeSet<String>| vals.iter().cloned().collect::<Vec<_>>().join(" ");
-        match op {
-            Operator::In | Operator::NotIn => {
-                write!(f, "{} [{}]", op.as_str(), join(&self.values))?
+        let bounded = self.greater_than.is_some() || self.less_than.is_some();
+        let mut parts: Vec<String> = Vec::new();
+        if self.complement {
+            if !self.values.is_empty() {
+                parts.push(format!("NotIn [{}]", join(&self.values)));
+            } else if !bounded {
+                parts.push("Exists".to_string());
             }
-            Operator::Exists | Operator::DoesNotExist => write!(f, "{}", op.as_str())?,
-            Operator::Gt | Operator::Lt | Operator::Gte | Operator::Lte => {}
+        } else if self.values.is_empty() {
+            parts.push("DoesNotExist".to_string());
+        } else {
+            parts.push(format!("In [{}]", join(&self.values)));
         }
         if let Some(gt) = self.greater_than {
-            if op == Operator::Gt {
-                write!(f, "Gt {gt}")?;
-            } else {
-                write!(f, " >{gt}")?;
-            }
+            parts.push(format!("Gt {gt}"));
         }
         if let Some(lt) = self.less_than {
-            if op == Operator::Lt {
-                write!(f, "Lt {lt}")?;
-            } else {
-                write!(f, " <{lt}")?;
-            }
+            parts.push(format!("Lt {lt}"));
         }
         if let Some(mv) = self.min_values {
-            write!(f, " (minValues {mv})")?;
+            parts.push(format!("(minValues {mv})"));
         }
-        Ok(())
+        f.write_str(&parts.join(" "))
     }
 }
 

@@ -44,9 +44,14 @@ impl Reject {
             Reject::Taint(t) => format!("did not tolerate taint {t}"),
             Reject::Requirements(e) => format!("incompatible requirements: {e}"),
             Reject::Resources { slot, need, have } => format!(
-                "insufficient {}: needs {} (with daemonset overhead {daemon_overhead}) but at most {} is allocatable",
+                "insufficient {}: needs {}{} but at most {} is allocatable",
                 RESOURCE_NAMES[*slot],
                 Resources::format_amount(*slot, *need),
+                if daemon_overhead.is_zero() {
+                    String::new()
+                } else {
+                    format!(" (with daemonset overhead {daemon_overhead})")
+                },
                 Resources::format_amount(*slot, *have),
             ),
             Reject::OtherResource(name) => {

@@ -87,8 +87,8 @@ impl Decision {
     pub fn new_cost_per_hour(&self) -> f64 {
         self.new_node_claims
             .iter()
-            .map(|c| c.cheapest_price())
-            .sum()
+            // Folding from +0.0 (a float `sum` of nothing is -0.0, printed "$-0.0000").
+            .fold(0.0, |acc, c| acc + c.cheapest_price())
     }
 
     /// Number of pods placed anywhere.

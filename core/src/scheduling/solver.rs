@@ -285,7 +285,11 @@ impl<'a> Solver<'a> {
                     }
                     Err(reason) => {
                         self.failures.insert(state.pod, reason);
-                        if state.relax() {
+                        // A pod whose required affinity targets are not placed yet waits for
+                        // them instead of relaxing preferences that are not the problem.
+                        if state.relaxed.is_empty() && self.waits_for_affinity_target(&state) {
+                            stuck.push(state);
+                        } else if state.relax() {
                             queue.push_back(state);
                         } else {
                             stuck.push(state);
@@ -302,6 +306,19 @@ impl<'a> Solver<'a> {
                 .map(|s| PodState::new(s.pod, &self.snap.pods[s.pod]))
                 .collect();
         }
+    }
+
+    /// True when one of the pod's required pod-affinity terms selects no pod anywhere yet
+    /// (and the pod cannot bootstrap it by selecting itself).
+    fn waits_for_affinity_target(&mut self, state: &PodState) -> bool {
+        let pod = &self.snap.pods[state.pod];
+        pod.pod_affinity.iter().any(|term| {
+            let r = self
+                .topo
+                .affinity_group(pod, term, false, &self.snap.namespace_labels);
+            let g = &self.topo.groups[r.group];
+            !r.self_selecting && g.counts.iter().all(|c| *c == 0) && g.claim_counts.is_empty()
+        })
     }
 
     fn req_id(&mut self, reqs: &Requirements) -> u32 {

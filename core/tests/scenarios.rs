@@ -1,0 +1,582 @@
+//! Scenario snapshot tests: each `tests/scenarios/*.yaml` is ordinary Kubernetes YAML
+//! (NodePools, workloads, DaemonSets, Nodes with bound pods). The harness builds a snapshot with
+//! a small fixed set of EC2-like instance types, solves it, and compares
+//! [`render_text`] of the decision with the accepted snapshot in `tests/snapshots/`.
+//!
+//! Every file's leading comment says what it tests and what the correct outcome is; every
+//! snapshot was reviewed by hand against that comment. A scenario the solver gets wrong is not
+//! accepted as a snapshot: fix the solver first.
+//!
+//! A few invariants are also asserted directly (see [`check_invariants`]), so a snapshot
+//! accepted by mistake cannot hide the most important facts.
+//!
+//! Accept changes with `INSTA_UPDATE=always cargo test -p karpenter-core --test scenarios`
+//! (or `cargo insta review`), then review the diff like code.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use karpenter_core::api;
+use karpenter_core::ingest::{build_snapshot, parse_manifests};
+use karpenter_core::instance_type::{InstanceType, Offering};
+use karpenter_core::labels::{self, aws};
+use karpenter_core::requirements::{Requirement, Requirements};
+use karpenter_core::resources::{CPU, EPHEMERAL_STORAGE, MEMORY, NVIDIA_GPU, PODS, Resources};
+use karpenter_core::scheduling::report::render_text;
+use karpenter_core::scheduling::{Decision, SolveOptions, solve};
+use karpenter_core::snapshot::{PodKey, Snapshot};
+
+const ZONES: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
+const GIB: i64 = 1 << 30;
+const MIB: i64 = 1 << 20;
+/// Spot offerings cost this share of on-demand.
+const SPOT_DISCOUNT: f64 = 0.4;
+
+/// One EC2 instance type: name, arch, vCPU, memory GiB, max pods (ENI limit), on-demand $/h
+/// (us-east-1 list price), NVIDIA GPUs.
+struct Ec2 {
+    name: &'static str,
+    arch: &'static str,
+    vcpu: i64,
+    mem_gib: i64,
+    max_pods: i64,
+    price: f64,
+    gpus: i64,
+}
+
+const TYPES: &[Ec2] = &[
+    Ec2 {
+        name: "t3.medium",
+        arch: "amd64",
+        vcpu: 2,
+        mem_gib: 4,
+        max_pods: 17,
+        price: 0.0416,
+        gpus: 0,
+    },
+    Ec2 {
+        name: "t3.large",
+        arch: "amd64",
+        vcpu: 2,
+        mem_gib: 8,
+        max_pods: 35,
+        price: 0.0832,
+        gpus: 0,
+    },
+    Ec2 {
+        name: "m5.large",
+        arch: "amd64",
+        vcpu: 2,
+        mem_gib: 8,
+        max_pods: 29,
+        price: 0.096,
+        gpus: 0,
+    },
+    Ec2 {
+        name: "m5.xlarge",
+        arch: "amd64",
+        vcpu: 4,
+        mem_gib: 16,
+        max_pods: 58,
+        price: 0.192,
+        gpus: 0,
+    },
+    Ec2 {
+        name: "m5.2xlarge",
+        arch: "amd64",
+        vcpu: 8,
+        mem_gib: 32,
+        max_pods: 58,
+        price: 0.384,
+        gpus: 0,
+    },
+    Ec2 {
+        name: "m5.4xlarge",
+        arch: "amd64",
+        vcpu: 16,
+        mem_gib: 64,
+        max_pods: 234,
+        price: 0.768,
+        gpus: 0,
+    },
+    Ec2 {
+        name: "c5.large",
+        arch: "amd64",
+        vcpu: 2,
+        mem_gib: 4,
+        max_pods: 29,
+        price: 0.085,
+        gpus: 0,
+    },
+    Ec2 {
+        name: "c5.xlarge",
+        arch: "amd64",
+        vcpu: 4,
+        mem_gib: 8,
+        max_pods: 58,
+        price: 0.17,
+        gpus: 0,
+    },
+    Ec2 {
+        name: "c5.2xlarge",
+        arch: "amd64",
+        vcpu: 8,
+        mem_gib: 16,
+        max_pods: 58,
+        price: 0.34,
+        gpus: 0,
+    },
+    Ec2 {
+        name: "r5.large",
+        arch: "amd64",
+        vcpu: 2,
+        mem_gib: 16,
+        max_pods: 29,
+        price: 0.126,
+        gpus: 0,
+    },
+    Ec2 {
+        name: "r5.xlarge",
+        arch: "amd64",
+        vcpu: 4,
+        mem_gib: 32,
+        max_pods: 58,
+        price: 0.252,
+        gpus: 0,
+    },
+    Ec2 {
+        name: "m6g.large",
+        arch: "arm64",
+        vcpu: 2,
+        mem_gib: 8,
+        max_pods: 29,
+        price: 0.077,
+        gpus: 0,
+    },
+    Ec2 {
+        name: "m6g.xlarge",
+        arch: "arm64",
+        vcpu: 4,
+        mem_gib: 16,
+        max_pods: 58,
+        price: 0.154,
+        gpus: 0,
+    },
+    Ec2 {
+        name: "g5.xlarge",
+        arch: "amd64",
+        vcpu: 4,
+        mem_gib: 16,
+        max_pods: 58,
+        price: 1.006,
+        gpus: 1,
+    },
+];
+
+/// The fixed instance type set every pool gets: on-demand and spot (40% of on-demand) in three
+/// zones, 80m CPU / 600Mi memory / 2Gi storage of overhead, a 20Gi root volume.
+fn ec2_instance_types() -> Vec<InstanceType> {
+    TYPES
+        .iter()
+        .map(|t| {
+            let (family, size) = t.name.split_once('.').expect("family.size");
+            let category = &family[..1];
+            let generation: String = family.chars().filter(char::is_ascii_digit).collect();
+            let mut reqs = Requirements::new();
+            let mut label = |k: &str, v: &str| reqs.add(k, Requirement::single(v));
+            label(labels::INSTANCE_TYPE, t.name);
+            label(labels::ARCH, t.arch);
+            label(labels::OS, "linux");
+            label(aws::INSTANCE_CATEGORY, category);
+            label(aws::INSTANCE_FAMILY, family);
+            label(aws::INSTANCE_GENERATION, &generation);
+            label(aws::INSTANCE_SIZE, size);
+            label(aws::INSTANCE_CPU, &t.vcpu.to_string());
+            label(aws::INSTANCE_MEMORY, &(t.mem_gib * 1024).to_string());
+            if t.gpus > 0 {
+                label(aws::INSTANCE_GPU_COUNT, &t.gpus.to_string());
+                label(aws::INSTANCE_GPU_NAME, "a10g");
+                label(aws::INSTANCE_GPU_MANUFACTURER, "nvidia");
+            }
+            let mut offerings = Vec::new();
+            for (capacity_type, price) in [
+                (labels::CAPACITY_ON_DEMAND, t.price),
+                (labels::CAPACITY_SPOT, t.price * SPOT_DISCOUNT),
+            ] {
+                for zone in ZONES {
+                    offerings.push(Offering {
+                        zone: zone.to_string(),
+                        capacity_type: capacity_type.to_string(),
+                        price,
+                        available: true,
+                    });
+                }
+            }
+            InstanceType {
+                name: t.name.to_string(),
+                requirements: reqs,
+                capacity: Resources::from_pairs(&[
+                    (CPU, t.vcpu * 1000),
+                    (MEMORY, t.mem_gib * GIB),
+                    (EPHEMERAL_STORAGE, 20 * GIB),
+                    (PODS, t.max_pods),
+                    (NVIDIA_GPU, t.gpus),
+                ]),
+                overhead: Resources::from_pairs(&[
+                    (CPU, 80),
+                    (MEMORY, 600 * MIB),
+                    (EPHEMERAL_STORAGE, 2 * GIB),
+                ]),
+                offerings,
+            }
+        })
+        .collect()
+}
+
+/// Builds the snapshot of one scenario file. v1beta1 pools' `kubelet.maxPods` is applied to the
+/// pool's instance types, as the AWS provider does with the node class' kubelet settings.
+fn load(path: &Path) -> Snapshot {
+    let text = std::fs::read_to_string(path).expect("read scenario");
+    let manifests = parse_manifests(&text, &path.display().to_string())
+        .unwrap_or_else(|e| panic!("{}: parse errors: {e:?}", path.display()));
+    let types_for = |_: &api::NodePool| ec2_instance_types();
+    let build = build_snapshot(&manifests, &types_for)
+        .unwrap_or_else(|e| panic!("{}: ingest errors: {e:?}", path.display()));
+    let mut snapshot = build.snapshot;
+    for pool in &mut snapshot.node_pools {
+        if let Some(max_pods) = build.kubelet.get(&pool.name).and_then(|k| k.max_pods) {
+            for it in &mut pool.instance_types {
+                it.capacity.0[PODS] = i64::from(max_pods);
+            }
+        }
+    }
+    snapshot
+}
+
+fn render(name: &str, snapshot: &Snapshot, decision: &Decision) -> String {
+    format!("scenario: {name}\n{}", render_text(snapshot, decision, 50))
+}
+
+fn scenario_files(dir: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(dir);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn stem(path: &Path) -> String {
+    path.file_stem()
+        .expect("file name")
+        .to_string_lossy()
+        .into_owned()
+}
+
+// ---- focused invariants -------------------------------------------------------------------
+
+/// Where each placed pod went: `new:<index>` or `node:<name>`.
+fn placements(d: &Decision) -> BTreeMap<PodKey, String> {
+    let mut out = BTreeMap::new();
+    for (i, c) in d.new_node_claims.iter().enumerate() {
+        for p in &c.pods {
+            out.insert(p.clone(), format!("new:{i}"));
+        }
+    }
+    for e in &d.existing {
+        for p in &e.pods {
+            out.insert(p.clone(), format!("node:{}", e.node));
+        }
+    }
+    out
+}
+
+fn pod_labels<'a>(snap: &'a Snapshot, key: &PodKey) -> &'a BTreeMap<String, String> {
+    &snap
+        .pods
+        .iter()
+        .find(|p| &p.key == key)
+        .expect("pending pod")
+        .labels
+}
+
+/// Per new claim, how many of its pods carry `app=<app>`.
+fn app_per_claim(snap: &Snapshot, d: &Decision, app: &str) -> Vec<usize> {
+    d.new_node_claims
+        .iter()
+        .map(|c| {
+            c.pods
+                .iter()
+                .filter(|p| pod_labels(snap, p).get("app").is_some_and(|a| a == app))
+                .count()
+        })
+        .collect()
+}
+
+/// Per zone, how many new-claim pods with `app=<app>` land there (by the claim's cheapest
+/// option's zone).
+fn app_per_zone(snap: &Snapshot, d: &Decision, app: &str) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for c in &d.new_node_claims {
+        let zone = c.instance_types[0].zone.clone();
+        let n = c
+            .pods
+            .iter()
+            .filter(|p| pod_labels(snap, p).get("app").is_some_and(|a| a == app))
+            .count();
+        *out.entry(zone).or_insert(0) += n;
+    }
+    out
+}
+
+fn first_type(d: &Decision, claim: usize) -> &str {
+    &d.new_node_claims[claim].instance_types[0].name
+}
+
+fn all_options_match(d: &Decision, pred: impl Fn(&str) -> bool) -> bool {
+    d.new_node_claims
+        .iter()
+        .all(|c| c.instance_types.iter().all(|o| pred(&o.name)))
+}
+
+fn skew(counts: &BTreeMap<String, usize>) -> usize {
+    let max = counts.values().max().copied().unwrap_or(0);
+    let min = counts.values().min().copied().unwrap_or(0);
+    max - min
+}
+
+/// The most important fact of each scenario, asserted outright.
+fn check_invariants(name: &str, snap: &Snapshot, d: &Decision) {
+    let unsched = |needle: &str| {
+        d.unschedulable
+            .iter()
+            .all(|u| u.reason.to_lowercase().contains(&needle.to_lowercase()))
+    };
+    match name {
+        "pod-affinity-to-later-pod" => {
+            // web waits for its affinity target (cache) instead of relaxing anything.
+            assert!(d.unschedulable.is_empty());
+            assert_eq!(d.new_node_claims.len(), 1);
+            assert_eq!(d.new_node_claims[0].instance_types[0].zone, "us-east-1b");
+            assert!(
+                d.relaxed.is_empty(),
+                "spurious relaxations: {:?}",
+                d.relaxed
+            );
+        }
+        "resources-init-containers-overhead" => {
+            assert!(d.unschedulable.is_empty());
+            assert_eq!(first_type(d, 0), "t3.large");
+            assert!(all_options_match(d, |n| n != "t3.medium" && n != "c5.large"));
+        }
+        "extended-resource-gpu" => {
+            let p = placements(d);
+            let gpu = &p[&PodKey {
+                namespace: "ml".into(),
+                name: "trainer".into(),
+            }];
+            let i: usize = gpu.trim_start_matches("new:").parse().expect("new claim");
+            assert!(all_options_match_claim(d, i, |n| n == "g5.xlarge"));
+            assert_eq!(d.unschedulable.len(), 1);
+            assert!(unsched("example.com/fpga"));
+        }
+        "node-selector" => {
+            assert!(all_options_match(d, |n| n.starts_with("c5.")));
+        }
+        "node-affinity-or-terms" => {
+            assert!(d.unschedulable.is_empty());
+            assert!(all_options_match(d, |n| n.starts_with("r5.")));
+        }
+        "pod-anti-affinity-hostname" => {
+            assert!(app_per_claim(snap, d, "redis").iter().all(|&n| n <= 1));
+            assert_eq!(d.new_node_claims.len(), 3);
+        }
+        "topology-spread-zone" => {
+            let zones = app_per_zone(snap, d, "web");
+            assert_eq!(zones.len(), 3);
+            assert!(skew(&zones) <= 1);
+        }
+        "topology-spread-hostname" => {
+            let per = app_per_claim(snap, d, "api");
+            assert!(per.iter().max() == Some(&1) || per.iter().max() == per.iter().min());
+        }
+        "host-ports-conflict" => {
+            assert_eq!(d.new_node_claims.len(), 2);
+        }
+        "nodepool-limits" => {
+            assert!(!d.unschedulable.is_empty());
+            assert!(unsched("limit"));
+        }
+        "nodepool-weights" => {
+            assert!(
+                d.new_node_claims
+                    .iter()
+                    .all(|c| c.node_pool == "reserved-first")
+            );
+        }
+        "existing-node-first" => {
+            assert!(!d.existing.is_empty());
+            assert!(d.new_node_claims.is_empty());
+        }
+        "arm64-requirement" => {
+            let p = placements(d);
+            let graviton = PodKey {
+                namespace: "default".into(),
+                name: "graviton".into(),
+            };
+            let i: usize = p[&graviton]
+                .trim_start_matches("new:")
+                .parse()
+                .expect("new claim");
+            assert!(all_options_match_claim(d, i, |n| n.starts_with("m6g.")));
+            assert_eq!(d.new_node_claims.len(), 2);
+        }
+        "spot-only" => {
+            assert!(
+                d.new_node_claims
+                    .iter()
+                    .flat_map(|c| &c.instance_types)
+                    .all(|o| o.capacity_type == labels::CAPACITY_SPOT)
+            );
+        }
+        "v1beta1-kubelet-max-pods" => {
+            assert!(d.new_node_claims.iter().all(|c| c.pods.len() <= 10));
+        }
+        "instance-cpu-gt-lt" => {
+            assert!(all_options_match(d, |n| {
+                TYPES
+                    .iter()
+                    .any(|t| t.name == n && t.vcpu > 2 && t.vcpu < 8)
+            }));
+        }
+        "daemonset-overhead" => {
+            assert_eq!(first_type(d, 0), "c5.xlarge");
+            assert_eq!(d.new_node_claims[0].daemon_overhead.0[CPU], 500);
+        }
+        "daemonset-not-tolerating-taint" => {
+            assert!(d.new_node_claims[0].daemon_overhead.is_zero());
+            assert_eq!(first_type(d, 0), "t3.medium");
+        }
+        "ephemeral-storage" => {
+            assert_eq!(d.new_node_claims.len(), 2);
+            assert!(unsched("ephemeral-storage"));
+        }
+        "max-pods-limit" => {
+            assert_eq!(d.new_node_claims.len(), 3);
+            assert!(d.new_node_claims.iter().all(|c| c.pods.len() <= 17));
+        }
+        "min-domains" => {
+            assert_eq!(d.placed_pods(), 3);
+            assert_eq!(app_per_zone(snap, d, "quorum").len(), 3);
+            assert!(unsched("topology spread"));
+        }
+        "min-values-family" => {
+            assert!(unsched("minValues"));
+            let families: std::collections::BTreeSet<&str> = d.new_node_claims[0]
+                .instance_types
+                .iter()
+                .map(|o| o.name.split('.').next().unwrap_or_default())
+                .collect();
+            assert!(families.len() >= 3, "{families:?}");
+        }
+        "preferred-anti-affinity" => {
+            assert!(app_per_claim(snap, d, "frontend").iter().all(|&n| n == 1));
+            assert!(d.relaxed.is_empty());
+        }
+        "topology-spread-existing-pods" => {
+            let zones = app_per_zone(snap, d, "web");
+            assert_eq!(zones.get("us-east-1a"), None);
+            assert_eq!(zones.get("us-east-1b"), Some(&1));
+            assert_eq!(zones.get("us-east-1c"), Some(&2));
+        }
+        "topology-spread-node-affinity-domains" => {
+            let zones = app_per_zone(snap, d, "api");
+            assert_eq!(zones.get("us-east-1a"), Some(&2));
+            assert_eq!(zones.get("us-east-1b"), Some(&2));
+        }
+        "pod-anti-affinity-existing" => {
+            let p = placements(d);
+            let noisy = PodKey {
+                namespace: "default".into(),
+                name: "noisy".into(),
+            };
+            assert!(p[&noisy].starts_with("new:"));
+        }
+        "mixed-realistic" => {
+            assert!(d.unschedulable.is_empty());
+            let gpu: Vec<_> = d
+                .new_node_claims
+                .iter()
+                .filter(|c| c.node_pool == "gpu")
+                .collect();
+            assert_eq!(gpu.len(), 1);
+            assert_eq!(gpu[0].pods.len(), 1);
+            let p = placements(d);
+            let redis: Vec<&String> = p
+                .iter()
+                .filter(|(k, _)| k.name.starts_with("redis-"))
+                .map(|(_, v)| v)
+                .collect();
+            assert_eq!(redis.len(), 2);
+            assert_ne!(redis[0], redis[1]);
+            assert!(d.existing.iter().any(|e| e.node == "ip-10-0-9-90"));
+        }
+        _ => {}
+    }
+}
+
+fn all_options_match_claim(d: &Decision, i: usize, pred: impl Fn(&str) -> bool) -> bool {
+    d.new_node_claims[i]
+        .instance_types
+        .iter()
+        .all(|o| pred(&o.name))
+}
+
+/// Every pod placed at most once and every pending pod either placed or unschedulable.
+fn check_accounting(name: &str, snap: &Snapshot, d: &Decision) {
+    let placed = placements(d);
+    assert_eq!(
+        placed.len(),
+        d.placed_pods(),
+        "{name}: a pod was placed twice"
+    );
+    assert_eq!(
+        d.placed_pods() + d.unschedulable.len(),
+        snap.pods.len(),
+        "{name}: pods lost or invented"
+    );
+    for c in &d.new_node_claims {
+        assert!(
+            !c.instance_types.is_empty(),
+            "{name}: claim without options"
+        );
+    }
+}
+
+#[test]
+fn scenarios() {
+    let files = scenario_files("scenarios");
+    assert!(files.len() >= 25, "expected at least 25 scenarios");
+    let mut failed = Vec::new();
+    for path in &files {
+        let name = stem(path);
+        let result = std::panic::catch_unwind(|| {
+            let snapshot = load(path);
+            let decision = solve(&snapshot, &SolveOptions::default());
+            let again = solve(&snapshot, &SolveOptions::default());
+            assert_eq!(decision, again, "{name}: solve is not deterministic");
+            check_accounting(&name, &snapshot, &decision);
+            check_invariants(&name, &snapshot, &decision);
+            let file = format!("{name}.yaml");
+            insta::assert_snapshot!(name.as_str(), render(&file, &snapshot, &decision));
+        });
+        if result.is_err() {
+            failed.push(name);
+        }
+    }
+    assert!(failed.is_empty(), "scenarios failed: {failed:?}");
+}
