@@ -4,7 +4,10 @@ use karpenter_core::fixtures::*;
 use karpenter_core::scheduling::report::render_text;
 use karpenter_core::scheduling::*;
 fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(20);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(20);
     let snap = snapshot_with(diverse_pods(n, 42), benchmark_instance_types(16));
     let d = solve(&snap, &SolveOptions::default());
     print!("{}", render_text(&snap, &d, 6));

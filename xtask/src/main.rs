@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod catalog;
 mod demo;
 mod test;
@@ -19,6 +20,8 @@ enum Command {
     Catalog(catalog::CatalogArgs),
     /// Run every check CI runs: fmt, clippy, all tests, catalog staleness.
     Test(test::TestArgs),
+    /// Scheduling throughput (criterion) and packing quality on the EC2 catalog, in release.
+    Bench(bench::BenchArgs),
     /// Build karpenter (debug) and simulate the staging example (`examples/staging`).
     Demo(demo::DemoArgs),
 }
@@ -27,6 +30,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Catalog(args) => catalog::run(args),
         Command::Test(args) => test::run_all(args),
+        Command::Bench(args) => bench::run(args),
         Command::Demo(args) => demo::run(args),
     }
 }

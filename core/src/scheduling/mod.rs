@@ -15,9 +15,11 @@ mod recording;
 pub mod report;
 mod solver;
 mod topology;
+pub mod verify;
 
 pub use decision::{Decision, ExistingNodePlan, InstanceTypeOption, NewNodeClaim, Unschedulable};
 pub use solver::{SolveOptions, solve};
+pub use verify::{Violation, verify};
 
 /// Karpenter launches with at most this many instance type options per NodeClaim.
 pub const MAX_INSTANCE_TYPES: usize = 60;
