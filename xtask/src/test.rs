@@ -47,10 +47,7 @@ pub fn run_all(args: TestArgs) -> anyhow::Result<()> {
             ]),
         )?;
     }
-    run(
-        "unit and scenario tests",
-        cargo().args(["test", "--workspace"]),
-    )?;
+    let (passed, failed) = run_tests()?;
     if !args.no_catalog_check {
         run(
             "catalog is up to date",
@@ -58,5 +55,69 @@ pub fn run_all(args: TestArgs) -> anyhow::Result<()> {
         )?;
     }
     eprintln!("==> all checks passed");
+    // One summary line for whoever reads the end of the log (CI does).
+    println!("tests: {passed} passed, {failed} failed");
     Ok(())
+}
+
+/// Runs `cargo test --workspace`, echoing its output, and adds up its `test result:` lines.
+fn run_tests() -> anyhow::Result<(u64, u64)> {
+    use std::io::{BufRead, BufReader};
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace"])
+        .stdout(std::process::Stdio::piped());
+    eprintln!("==> unit and scenario tests: {cmd:?}");
+    let mut child = cmd.spawn().context("could not start cargo test")?;
+    let stdout = child.stdout.take().context("cargo test has no stdout")?;
+    let (mut passed, mut failed) = (0, 0);
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some((p, f)) = parse_result_line(&line) {
+            passed += p;
+            failed += f;
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("cargo test failed ({status}): {passed} passed, {failed} failed");
+    }
+    Ok((passed, failed))
+}
+
+/// Reads `test result: ok. 9 passed; 1 failed; …` into (9, 1).
+fn parse_result_line(line: &str) -> Option<(u64, u64)> {
+    let rest = line.strip_prefix("test result: ")?;
+    let count = |word: &str| -> Option<u64> {
+        rest.split(';').find_map(|part| {
+            part.trim()
+                .strip_suffix(word)?
+                .trim()
+                .rsplit(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+    };
+    Some((count("passed")?, count("failed")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_result_line;
+
+    #[test]
+    fn reads_cargo_test_summaries() {
+        assert_eq!(
+            parse_result_line(
+                "test result: ok. 9 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.12s"
+            ),
+            Some((9, 0))
+        );
+        assert_eq!(
+            parse_result_line("test result: FAILED. 3 passed; 2 failed; 0 ignored"),
+            Some((3, 2))
+        );
+        assert_eq!(parse_result_line("running 3 tests"), None);
+    }
 }

@@ -1,7 +1,7 @@
 //! Can this pod go there? The checks for existing nodes and for claims, returning cheap
 //! rejections (formatted into sentences only when a pod ends up unschedulable).
 
-use super::claims::{ClaimUpdate, maxima};
+use super::claims::ClaimUpdate;
 use super::preferences::PodState;
 use super::solver::{Solver, TopologyContext};
 use super::topology::{GroupKind, Topology};
@@ -244,7 +244,8 @@ impl Solver<'_> {
         let reqs_for_filter = new_reqs
             .clone()
             .unwrap_or_else(|| self.claims[ci].reqs.clone());
-        let types = self.filter_types(ci, &reqs_for_filter, &requests, affected)?;
+        let (types, max_alloc, max_capacity) =
+            self.filter_types(ci, &reqs_for_filter, &requests, affected)?;
         let pool = &self.pools[pool_index];
         for (key, req) in reqs_for_filter.iter() {
             if let Some(min) = req.min_values {
@@ -258,7 +259,6 @@ impl Solver<'_> {
                 }
             }
         }
-        let (max_alloc, max_capacity) = maxima(pool, &types);
         Ok(ClaimUpdate {
             reqs: new_reqs,
             types,
@@ -276,7 +276,7 @@ impl Solver<'_> {
         reqs: &Requirements,
         requests: &Resources,
         check_reqs: bool,
-    ) -> Result<Vec<u32>, Reject> {
+    ) -> Result<(Vec<u32>, Resources, Resources), Reject> {
         let pool_index = self.claims[ci].pool;
         let compatible = if check_reqs {
             Some(self.pools[pool_index].compatible_types(reqs))
@@ -288,6 +288,7 @@ impl Solver<'_> {
         let mut out = Vec::with_capacity(claim.types.len());
         let mut fit_reqs = 0;
         let mut cursor = 0;
+        let (mut max_alloc, mut max_capacity) = (Resources::ZERO, Resources::ZERO);
         for &t in &claim.types {
             if let Some(list) = &compatible {
                 while cursor < list.len() && list[cursor] < t {
@@ -298,8 +299,11 @@ impl Solver<'_> {
                 }
             }
             fit_reqs += 1;
-            if requests.fits_in(&pool.types[t as usize].allocatable) {
+            let info = &pool.types[t as usize];
+            if requests.fits_in(&info.allocatable) {
                 out.push(t);
+                max_alloc = max_alloc.slot_max(&info.allocatable);
+                max_capacity = max_capacity.slot_max(&info.capacity);
             }
         }
         if out.is_empty() {
@@ -321,7 +325,7 @@ impl Solver<'_> {
                 shown, *requests, fit_reqs,
             ))));
         }
-        Ok(out)
+        Ok((out, max_alloc, max_capacity))
     }
 
     /// Checks every topology group of the attempt against the target. Returns, for each

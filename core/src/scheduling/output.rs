@@ -22,25 +22,56 @@ impl Solver<'_> {
         }
         for claim in &self.claims {
             let pool = &self.pools[claim.pool];
-            let mut options_list: Vec<InstanceTypeOption> = claim
+            // Price every option without allocating, keep the cheapest (all of them when a
+            // minValues requirement may need more), and only then build the output rows.
+            let zone_req = claim.reqs.get(labels::ZONE);
+            let capacity_req = claim.reqs.get(labels::CAPACITY_TYPE);
+            let mut priced: Vec<(f64, &str, u32, usize)> = claim
                 .types
                 .iter()
                 .filter_map(|&t| {
                     let it = pool.types[t as usize].it;
-                    it.cheapest_offering(&claim.reqs)
-                        .map(|o| InstanceTypeOption {
-                            name: it.name.clone(),
-                            zone: o.zone.clone(),
-                            capacity_type: o.capacity_type.clone(),
-                            price: o.price,
+                    let (oi, o) = it
+                        .offerings
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, o)| {
+                            o.available
+                                && zone_req.is_none_or(|r| r.has(&o.zone))
+                                && capacity_req.is_none_or(|r| r.has(&o.capacity_type))
                         })
+                        .min_by(|a, b| {
+                            a.1.price
+                                .total_cmp(&b.1.price)
+                                .then_with(|| a.1.zone.cmp(&b.1.zone))
+                                .then_with(|| a.1.capacity_type.cmp(&b.1.capacity_type))
+                        })?;
+                    Some((o.price, it.name.as_str(), t, oi))
                 })
                 .collect();
-            options_list.sort_by(|a, b| {
-                a.price
-                    .total_cmp(&b.price)
-                    .then_with(|| a.name.cmp(&b.name))
-            });
+            let by_price = |a: &(f64, &str, u32, usize), b: &(f64, &str, u32, usize)| {
+                a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1))
+            };
+            let needs_all = claim.reqs.iter().any(|(_, r)| r.min_values.is_some());
+            let max = options.max_instance_types;
+            if !needs_all && priced.len() > max && max > 0 {
+                priced.select_nth_unstable_by(max - 1, by_price);
+                priced.truncate(max);
+            }
+            priced.sort_by(by_price);
+            let mut options_list: Vec<InstanceTypeOption> = priced
+                .iter()
+                .map(|&(_, _, t, oi)| {
+                    let it = pool.types[t as usize].it;
+                    let o = &it.offerings[oi];
+                    InstanceTypeOption {
+                        name: it.name.clone(),
+                        zone: o.zone.clone(),
+                        capacity_type: o.capacity_type.clone(),
+                        price: o.price,
+                    }
+                })
+                .collect();
             truncate_keeping_min_values(
                 &mut options_list,
                 &claim.reqs,
