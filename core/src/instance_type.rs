@@ -2,7 +2,7 @@
 //! priced offerings per zone and capacity type.
 
 use crate::labels;
-use crate::requirements::Requirements;
+use crate::requirements::{Requirement, Requirements};
 use crate::resources::Resources;
 
 /// Where and how an instance type can be bought, and for how much.
@@ -52,10 +52,27 @@ impl InstanceType {
 
     /// The cheapest available offering allowed by `reqs`.
     pub fn cheapest_offering(&self, reqs: &Requirements) -> Option<&Offering> {
+        self.cheapest_offering_in(reqs.get(labels::ZONE), reqs.get(labels::CAPACITY_TYPE))
+            .map(|(_, o)| o)
+    }
+
+    /// The cheapest available offering (and its index) in the allowed zones and capacity
+    /// types (`None` allows all); ties go to the zone, then capacity type, by name. Callers
+    /// pricing many types against the same requirements look the two up once.
+    pub fn cheapest_offering_in(
+        &self,
+        zones: Option<&Requirement>,
+        capacity_types: Option<&Requirement>,
+    ) -> Option<(usize, &Offering)> {
         self.offerings
             .iter()
-            .filter(|o| o.available && o.compatible(reqs))
-            .min_by(|a, b| {
+            .enumerate()
+            .filter(|(_, o)| {
+                o.available
+                    && zones.is_none_or(|r| r.has(&o.zone))
+                    && capacity_types.is_none_or(|r| r.has(&o.capacity_type))
+            })
+            .min_by(|(_, a), (_, b)| {
                 a.price
                     .total_cmp(&b.price)
                     .then_with(|| a.zone.cmp(&b.zone))

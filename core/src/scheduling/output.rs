@@ -31,21 +31,7 @@ impl Solver<'_> {
                 .iter()
                 .filter_map(|&t| {
                     let it = pool.types[t as usize].it;
-                    let (oi, o) = it
-                        .offerings
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, o)| {
-                            o.available
-                                && zone_req.is_none_or(|r| r.has(&o.zone))
-                                && capacity_req.is_none_or(|r| r.has(&o.capacity_type))
-                        })
-                        .min_by(|a, b| {
-                            a.1.price
-                                .total_cmp(&b.1.price)
-                                .then_with(|| a.1.zone.cmp(&b.1.zone))
-                                .then_with(|| a.1.capacity_type.cmp(&b.1.capacity_type))
-                        })?;
+                    let (oi, o) = it.cheapest_offering_in(zone_req, capacity_req)?;
                     Some((o.price, it.name.as_str(), t, oi))
                 })
                 .collect();

@@ -2,7 +2,7 @@
 
 use super::preferences::PodState;
 use super::solver::Solver;
-use super::topology::{GroupKind, GroupRef};
+use super::topology::GroupKind;
 use crate::labels;
 
 impl Solver<'_> {
@@ -17,14 +17,9 @@ impl Solver<'_> {
                 self.topo.groups[g].record(d);
             }
         }
-        let owned: Vec<GroupRef> = pod
-            .pod_anti_affinity
-            .iter()
-            .map(|t| {
-                self.topo
-                    .affinity_group(pod, t, true, &self.snap.namespace_labels)
-            })
-            .collect();
+        let owned = self
+            .topo
+            .owned_anti_affinity_groups(pod, &self.snap.namespace_labels);
         for r in owned {
             let t = self.topo.groups[r.group].table;
             let d = domain_of(t);
@@ -70,14 +65,9 @@ impl Solver<'_> {
                 None => *group.claim_counts.entry(ci).or_insert(0) += 1,
             }
         }
-        let owned: Vec<GroupRef> = pod
-            .pod_anti_affinity
-            .iter()
-            .map(|t| {
-                self.topo
-                    .affinity_group(pod, t, true, &self.snap.namespace_labels)
-            })
-            .collect();
+        let owned = self
+            .topo
+            .owned_anti_affinity_groups(pod, &self.snap.namespace_labels);
         for r in owned {
             let group = &mut self.topo.groups[r.group];
             group.owners += 1;

@@ -133,11 +133,7 @@ impl<'a> Solver<'a> {
         let mut existing_owner_refs: Vec<(usize, usize, Vec<GroupRef>)> = Vec::new();
         for (ni, node) in snap.nodes.iter().enumerate() {
             for (pi, pod) in node.pods.iter().enumerate() {
-                let refs: Vec<GroupRef> = pod
-                    .pod_anti_affinity
-                    .iter()
-                    .map(|t| topo.affinity_group(pod, t, true, &snap.namespace_labels))
-                    .collect();
+                let refs = topo.owned_anti_affinity_groups(pod, &snap.namespace_labels);
                 if !refs.is_empty() {
                     existing_owner_refs.push((ni, pi, refs));
                 }

@@ -220,6 +220,19 @@ impl Topology {
         }
     }
 
+    /// The groups of `pod`'s required anti-affinity terms: the ones it owns, which keep
+    /// matching pods out of its domain.
+    pub fn owned_anti_affinity_groups(
+        &mut self,
+        pod: &Pod,
+        namespace_labels: &BTreeMap<String, BTreeMap<String, String>>,
+    ) -> Vec<GroupRef> {
+        pod.pod_anti_affinity
+            .iter()
+            .map(|t| self.affinity_group(pod, t, true, namespace_labels))
+            .collect()
+    }
+
     /// The group of a pod (anti-)affinity term of `pod`.
     pub fn affinity_group(
         &mut self,
