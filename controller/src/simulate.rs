@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use karpenter_core::ingest::{Manifest, build_snapshot, parse_manifests};
-use karpenter_core::scheduling::{Decision, SolveOptions, report, solve};
+use karpenter_core::scheduling::{Decision, Packing, SolveOptions, report, solve};
 use karpenter_core::snapshot::Snapshot;
 use karpenter_providers::aws::catalog::{Catalog, CatalogError};
 
@@ -49,6 +49,32 @@ pub struct SimulateArgs {
     /// Pod names listed per node in text output (the rest are counted).
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub max_pods_listed: usize,
+    /// How new nodes are filled: `karpenter` (Karpenter's rule: a node takes pods while any
+    /// instance type still fits), `cost-aware` (open another node rather than grow one by more
+    /// than a new node would cost; greedy) or `cheapest` (both, keep the cheaper plan).
+    #[arg(long, value_enum, default_value_t = PackingArg::Karpenter)]
+    pub packing: PackingArg,
+}
+
+/// `--packing` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PackingArg {
+    /// Karpenter's first-fit growth.
+    Karpenter,
+    /// Grow a node only while that is no dearer than a new one.
+    CostAware,
+    /// Solve both ways and keep the cheaper plan.
+    Cheapest,
+}
+
+impl From<PackingArg> for Packing {
+    fn from(p: PackingArg) -> Packing {
+        match p {
+            PackingArg::Karpenter => Packing::Karpenter,
+            PackingArg::CostAware => Packing::CostAware,
+            PackingArg::Cheapest => Packing::Cheapest,
+        }
+    }
 }
 
 /// `--output` values.
@@ -162,6 +188,7 @@ pub fn plan(
     sources: &[Source],
     catalog: &Catalog,
     catalog_source: &str,
+    options: &SolveOptions,
 ) -> Result<Plan, SimulateError> {
     let mut manifests: Vec<Manifest> = Vec::new();
     for s in sources {
@@ -190,7 +217,7 @@ pub fn plan(
     }
 
     let snapshot = build.snapshot;
-    let decision = solve(&snapshot, &SolveOptions::default());
+    let decision = solve(&snapshot, options);
     let skipped = manifests
         .iter()
         .filter(|m| matches!(m, Manifest::Other { .. }))
@@ -279,7 +306,11 @@ fn load_catalog(args: &SimulateArgs) -> Result<(Catalog, String), SimulateError>
 fn run(args: &SimulateArgs) -> Result<String, SimulateError> {
     let sources = read_sources(&args.files)?;
     let (catalog, origin) = load_catalog(args)?;
-    let plan = plan(&sources, &catalog, &origin)?;
+    let options = SolveOptions {
+        packing: args.packing.into(),
+        ..SolveOptions::default()
+    };
+    let plan = plan(&sources, &catalog, &origin, &options)?;
     Ok(match args.output {
         OutputFormat::Text => render_text(&plan, args.max_pods_listed),
         OutputFormat::Json => render_json(&plan),

@@ -248,3 +248,32 @@ fn a_catalog_file_replaces_the_embedded_one() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn packing_rules_are_a_flag_and_cheapest_keeps_the_cheaper_plan() {
+    let run = |packing: &str| -> serde_json::Value {
+        let out = simulate(&[
+            "-f",
+            staging().to_str().unwrap(),
+            "-o",
+            "json",
+            "--packing",
+            packing,
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_str(&stdout(&out)).expect("json output")
+    };
+    let cost = |v: &serde_json::Value| v["totals"]["cost_per_hour"].as_f64().unwrap();
+    let placed = |v: &serde_json::Value| v["totals"]["pods_placed"].as_u64().unwrap();
+    let karpenter = run("karpenter");
+    let cost_aware = run("cost-aware");
+    let cheapest = run("cheapest");
+    assert_eq!(placed(&karpenter), placed(&cost_aware));
+    assert_eq!(placed(&cheapest), placed(&karpenter));
+    // The greedy rule is not always cheaper; `cheapest` is never dearer than either.
+    assert!(cost(&cheapest) <= cost(&karpenter).min(cost(&cost_aware)) + 1e-9);
+    assert_eq!(karpenter, run("karpenter"), "deterministic");
+    let bad = simulate(&["-f", staging().to_str().unwrap(), "--packing", "densest"]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("--packing"), "{}", stderr(&bad));
+}

@@ -7,7 +7,7 @@ use karpenter_core::fixtures::{ZONES, benchmark_instance_types, snapshot_with};
 use karpenter_core::labels;
 use karpenter_core::requirements::{Operator, Requirement};
 use karpenter_core::resources::{CPU, MEMORY, NUM_RESOURCES, PODS, Resources};
-use karpenter_core::scheduling::{SolveOptions, solve};
+use karpenter_core::scheduling::{Packing, SolveOptions, solve};
 use karpenter_core::snapshot::{
     ExistingNode, LabelSelector, Pod, PodAffinityTerm, Snapshot, TopologySpreadConstraint,
     WhenUnsatisfiable,
@@ -232,4 +232,89 @@ fn volume_zone_requirements_are_strict() {
         "{}",
         d.unschedulable[0].reason
     );
+}
+
+/// Synthetic types where the three smallest are cheap per vCPU and every larger one costs
+/// 1.5× as much per unit (like the jump from Graviton to the largest x86 sizes).
+fn types_with_a_price_cliff() -> Vec<karpenter_core::instance_type::InstanceType> {
+    let mut types = benchmark_instance_types(8);
+    for t in types.iter_mut().skip(2) {
+        for o in &mut t.offerings {
+            o.price *= 1.5;
+        }
+    }
+    types
+}
+
+#[test]
+fn cost_aware_packing_opens_a_new_node_instead_of_growing_past_a_price_cliff() {
+    let pods: Vec<Pod> = (0..6).map(|i| pod(&format!("p{i}"), 900, 256)).collect();
+    let snap = snapshot_with(pods, types_with_a_price_cliff());
+    let karpenter = solve(
+        &snap,
+        &SolveOptions {
+            packing: Packing::Karpenter,
+            ..SolveOptions::default()
+        },
+    );
+    let cost_aware = solve(
+        &snap,
+        &SolveOptions {
+            packing: Packing::CostAware,
+            ..SolveOptions::default()
+        },
+    );
+    // Karpenter fills one claim to a 6-vCPU type above the cliff.
+    assert_eq!(karpenter.new_node_claims.len(), 1);
+    assert_eq!(
+        karpenter.new_node_claims[0].instance_types[0].name,
+        "fake-it-5"
+    );
+    // Cost-aware: a 1-vCPU claim grows to 2 vCPU (the rise equals a new node), then stops.
+    assert_eq!(cost_aware.new_node_claims.len(), 3);
+    for claim in &cost_aware.new_node_claims {
+        assert_eq!(claim.instance_types[0].name, "fake-it-1");
+        assert_eq!(claim.pods.len(), 2);
+    }
+    assert!(cost_aware.new_cost_per_hour() < karpenter.new_cost_per_hour());
+    assert_eq!(cost_aware.placed_pods(), 6);
+    // `Cheapest` runs both and keeps the cheaper plan.
+    let cheapest = solve(
+        &snap,
+        &SolveOptions {
+            packing: Packing::Cheapest,
+            ..SolveOptions::default()
+        },
+    );
+    assert_eq!(cheapest, cost_aware);
+}
+
+#[test]
+fn cost_aware_packing_still_grows_a_node_when_no_new_node_may_take_the_pod() {
+    // Required hostname affinity to each other: every pod must share the first pod's node,
+    // so growing past the cliff is the only way (not a new node, not unschedulable).
+    let pods: Vec<Pod> = (0..4)
+        .map(|i| {
+            let mut p = pod(&format!("web-{i}"), 900, 256);
+            p.labels.insert("app".into(), "web".into());
+            p.pod_affinity.push(PodAffinityTerm {
+                topology_key: labels::HOSTNAME.into(),
+                selector: app_selector("web"),
+                namespaces: vec![],
+                namespace_selector: None,
+            });
+            p
+        })
+        .collect();
+    let snap = snapshot_with(pods, types_with_a_price_cliff());
+    let d = solve(
+        &snap,
+        &SolveOptions {
+            packing: Packing::CostAware,
+            ..SolveOptions::default()
+        },
+    );
+    assert!(d.unschedulable.is_empty(), "{:?}", d.unschedulable);
+    assert_eq!(d.new_node_claims.len(), 1);
+    assert_eq!(d.new_node_claims[0].pods.len(), 4);
 }

@@ -58,7 +58,12 @@ fn embedded() -> &'static Catalog {
 
 fn plan_of(texts: &[(&str, &str)]) -> Result<Plan, SimulateError> {
     let sources: Vec<Source> = texts.iter().map(|(o, t)| src(o, t)).collect();
-    plan(&sources, embedded(), EMBEDDED_CATALOG)
+    plan(
+        &sources,
+        embedded(),
+        EMBEDDED_CATALOG,
+        &karpenter_core::scheduling::SolveOptions::default(),
+    )
 }
 
 #[test]

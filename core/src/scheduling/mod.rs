@@ -18,7 +18,7 @@ mod topology;
 pub mod verify;
 
 pub use decision::{Decision, ExistingNodePlan, InstanceTypeOption, NewNodeClaim, Unschedulable};
-pub use solver::{SolveOptions, solve};
+pub use solver::{Packing, SolveOptions, solve};
 pub use verify::{Violation, verify};
 
 /// Karpenter launches with at most this many instance type options per NodeClaim.

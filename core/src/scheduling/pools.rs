@@ -16,6 +16,8 @@ pub(crate) struct TypeInfo<'a> {
     pub it: &'a InstanceType,
     pub allocatable: Resources,
     pub capacity: Resources,
+    /// Price of the cheapest offering the pool allows ($/h).
+    pub price: f64,
 }
 
 /// A NodePool ready for scheduling.
@@ -64,10 +66,11 @@ impl<'a> PoolData<'a> {
         types.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)));
         pool.types = types
             .into_iter()
-            .map(|(_, it)| TypeInfo {
+            .map(|(price, it)| TypeInfo {
                 it,
                 allocatable: it.allocatable(),
                 capacity: it.capacity,
+                price,
             })
             .collect();
         pool.max_alloc = pool

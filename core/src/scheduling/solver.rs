@@ -20,21 +20,57 @@ use crate::snapshot::{HostPort, Snapshot, Toleration, untolerated};
 pub struct SolveOptions {
     /// Instance type options kept per new NodeClaim (Karpenter: 60).
     pub max_instance_types: usize,
+    /// How far a new NodeClaim grows before the solver opens another one.
+    pub packing: Packing,
 }
 
 impl Default for SolveOptions {
     fn default() -> Self {
         SolveOptions {
             max_instance_types: super::MAX_INSTANCE_TYPES,
+            packing: Packing::default(),
         }
     }
 }
 
+/// How new NodeClaims are filled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Packing {
+    /// Karpenter's rule: a pod joins the first claim that still has an instance type it fits,
+    /// however large (and pricier per unit) that type must become. The default: decisions match
+    /// Karpenter's, and consolidation replaces expensive nodes later.
+    #[default]
+    Karpenter,
+    /// A pod joins a claim only when the rise in the claim's cheapest price is no more than a
+    /// new claim for the pod alone would cost in the same NodePool; otherwise it opens a new
+    /// claim (and only falls back to growing a claim when no new claim can take it). Cheaper
+    /// fleets of smaller nodes on large uniform workloads, but greedy: it can cost more where
+    /// spread constraints leave the extra nodes half empty (docs/benchmarks.md).
+    CostAware,
+    /// Solve with both rules and keep the cheaper decision (Karpenter's on a tie): never dearer
+    /// than Karpenter's rule, at twice the solve time.
+    Cheapest,
+}
+
 /// Places the snapshot's pods. Deterministic: the same snapshot gives the same decision.
 pub fn solve(snapshot: &Snapshot, options: &SolveOptions) -> Decision {
-    let mut solver = Solver::new(snapshot);
-    solver.run();
-    solver.into_decision(options)
+    let run = |packing: Packing| {
+        let mut solver = Solver::new(snapshot);
+        solver.packing = packing;
+        solver.run();
+        solver.into_decision(options)
+    };
+    match options.packing {
+        Packing::Cheapest => {
+            let karpenter = run(Packing::Karpenter);
+            let cost_aware = run(Packing::CostAware);
+            let better = cost_aware.placed_pods() > karpenter.placed_pods()
+                || (cost_aware.placed_pods() == karpenter.placed_pods()
+                    && cost_aware.new_cost_per_hour() < karpenter.new_cost_per_hour());
+            if better { cost_aware } else { karpenter }
+        }
+        packing => run(packing),
+    }
 }
 
 /// An existing node with what this solve has added to it.
@@ -63,6 +99,7 @@ pub(crate) struct Solver<'a> {
     pub placed: Vec<bool>,
     pub relax_notes: BTreeMap<usize, Vec<String>>,
     pub failures: BTreeMap<usize, String>,
+    packing: Packing,
 }
 
 /// Everything about a pod attempt that decides whether a node or claim can take it.
@@ -84,6 +121,11 @@ struct ShapeCache {
     nodes_seeded: bool,
     claims: Vec<u32>,
     claims_seen: usize,
+    /// Claims that could take the shape only by growing more than a new claim would cost
+    /// (cost-aware packing); tried last, when no new claim can take the pod.
+    uneconomic: Vec<u32>,
+    /// Per pool, the price of the cheapest type a claim holding only this pod could use.
+    fresh_price: Vec<Option<f64>>,
 }
 
 /// The topology groups relevant to one attempt of one pod.
@@ -248,6 +290,7 @@ impl<'a> Solver<'a> {
             placed: vec![false; snap.pods.len()],
             relax_notes: BTreeMap::new(),
             failures: BTreeMap::new(),
+            packing: Packing::default(),
         }
     }
 
@@ -400,20 +443,30 @@ impl<'a> Solver<'a> {
         };
         let mut cache = self.shapes.remove(&shape).unwrap_or_default();
         let result = self.try_existing(state, req_id, &ctx, &mut cache);
-        self.shapes.insert(shape, cache);
         if result.is_ok() {
+            self.shapes.insert(shape, cache);
             return Ok(());
         }
         // Then a new claim from the first pool that can take it.
         if self.pools.is_empty() {
+            self.shapes.insert(shape, cache);
             return Err("no NodePool is defined, and no existing node fits".to_string());
         }
         let mut reasons: Vec<String> = Vec::new();
         for p in 0..self.pools.len() {
             match self.open_claim(p, state, req_id, &ctx) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.shapes.insert(shape, cache);
+                    return Ok(());
+                }
                 Err(r) => reasons.push(format!("nodepool {:?}: {r}", self.pools[p].input.name)),
             }
+        }
+        // No new claim can take it (limits, affinity to pods on a claim): grow a claim after all.
+        let placed = self.try_uneconomic(state, req_id, &ctx, &mut cache);
+        self.shapes.insert(shape, cache);
+        if placed {
+            return Ok(());
         }
         let existing = if self.nodes.is_empty() {
             String::new()
@@ -466,6 +519,11 @@ impl<'a> Solver<'a> {
             let ci = cache.claims[i] as usize;
             if found.is_none() {
                 match self.claim_accepts(ci, state, req_id, ctx) {
+                    Ok(update) if self.grows_uneconomically(ci, &update, state, cache) => {
+                        // Growing only gets pricier as the claim fills; keep it as a fallback.
+                        cache.uneconomic.push(cache.claims[i]);
+                        continue;
+                    }
                     Ok(update) => found = Some((ci, update)),
                     Err(r) if self.is_permanent(&r) => continue,
                     Err(_) => {}
@@ -482,6 +540,85 @@ impl<'a> Solver<'a> {
             }
             None => Err(()),
         }
+    }
+
+    /// Cost-aware packing: true when taking the pod raises the claim's cheapest price by more
+    /// than a claim of the same pool holding only this pod would cost.
+    fn grows_uneconomically(
+        &mut self,
+        ci: usize,
+        update: &ClaimUpdate,
+        state: &PodState,
+        cache: &mut ShapeCache,
+    ) -> bool {
+        if self.packing != Packing::CostAware || self.claims[ci].pods.is_empty() {
+            return false;
+        }
+        let claim = &self.claims[ci];
+        let pool = &self.pools[claim.pool];
+        let (Some(&now), Some(&after)) = (claim.types.first(), update.types.first()) else {
+            return false;
+        };
+        let rise = pool.types[after as usize].price - pool.types[now as usize].price;
+        if rise <= 0.0 {
+            return false;
+        }
+        let pool_index = claim.pool;
+        rise > self.fresh_price(pool_index, state, cache)
+    }
+
+    /// The cheapest price of a claim in pool `p` holding only this pod (infinite when none
+    /// fits), cached per shape.
+    fn fresh_price(&mut self, p: usize, state: &PodState, cache: &mut ShapeCache) -> f64 {
+        if cache.fresh_price.len() < self.pools.len() {
+            cache.fresh_price.resize(self.pools.len(), None);
+        }
+        if let Some(price) = cache.fresh_price[p] {
+            return price;
+        }
+        let pod = &self.snap.pods[state.pod];
+        let price = if self.pools[p]
+            .input
+            .requirements
+            .compatible(&state.requirements)
+            .is_ok()
+        {
+            let reqs = self.pools[p]
+                .input
+                .requirements
+                .intersection(&state.requirements);
+            let requests = self.pools[p].daemon_overhead + pod.requests;
+            let compatible = self.pools[p].compatible_types(&reqs);
+            let pool = &self.pools[p];
+            // Types are cheapest first, so the first that fits is the price.
+            compatible
+                .iter()
+                .map(|&t| &pool.types[t as usize])
+                .find(|t| requests.fits_in(&t.allocatable) && t.capacity.fits_in(&pool.remaining))
+                .map_or(f64::INFINITY, |t| t.price)
+        } else {
+            f64::INFINITY
+        };
+        cache.fresh_price[p] = Some(price);
+        price
+    }
+
+    /// Grows the first claim set aside as uneconomic that still takes the pod.
+    fn try_uneconomic(
+        &mut self,
+        state: &PodState,
+        req_id: u32,
+        ctx: &TopologyContext,
+        cache: &mut ShapeCache,
+    ) -> bool {
+        for i in 0..cache.uneconomic.len() {
+            let ci = cache.uneconomic[i] as usize;
+            if let Ok(update) = self.claim_accepts(ci, state, req_id, ctx) {
+                self.commit_claim(ci, state, req_id, update);
+                return true;
+            }
+        }
+        false
     }
 
     /// True when a rejection holds for every later pod of the same shape: nodes and claims
