@@ -9,6 +9,7 @@ mod checks;
 mod claims;
 mod decision;
 mod output;
+mod packing;
 mod pools;
 mod preferences;
 mod recording;

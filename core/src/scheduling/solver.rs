@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use super::checks::Reject;
 use super::claims::{Claim, ClaimUpdate};
 use super::decision::Decision;
+pub use super::packing::Packing;
 use super::pools::PoolData;
 use super::preferences::PodState;
 use super::topology::{GroupKind, GroupRef, Topology};
@@ -31,25 +32,6 @@ impl Default for SolveOptions {
             packing: Packing::default(),
         }
     }
-}
-
-/// How new NodeClaims are filled.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Packing {
-    /// Karpenter's rule: a pod joins the first claim that still has an instance type it fits,
-    /// however large (and pricier per unit) that type must become. The default: decisions match
-    /// Karpenter's, and consolidation replaces expensive nodes later.
-    #[default]
-    Karpenter,
-    /// A pod joins a claim only when the rise in the claim's cheapest price is no more than a
-    /// new claim for the pod alone would cost in the same NodePool; otherwise it opens a new
-    /// claim (and only falls back to growing a claim when no new claim can take it). Cheaper
-    /// fleets of smaller nodes on large uniform workloads, but greedy: it can cost more where
-    /// spread constraints leave the extra nodes half empty (docs/benchmarks.md).
-    CostAware,
-    /// Solve with both rules and keep the cheaper decision (Karpenter's on a tie): never dearer
-    /// than Karpenter's rule, at twice the solve time.
-    Cheapest,
 }
 
 /// Places the snapshot's pods. Deterministic: the same snapshot gives the same decision.
@@ -99,7 +81,7 @@ pub(crate) struct Solver<'a> {
     pub placed: Vec<bool>,
     pub relax_notes: BTreeMap<usize, Vec<String>>,
     pub failures: BTreeMap<usize, String>,
-    packing: Packing,
+    pub packing: Packing,
 }
 
 /// Everything about a pod attempt that decides whether a node or claim can take it.
@@ -116,16 +98,16 @@ struct Shape {
 
 /// Candidates not yet ruled out for a shape, in first-fit order.
 #[derive(Debug, Default)]
-struct ShapeCache {
+pub(crate) struct ShapeCache {
     nodes: Vec<u32>,
     nodes_seeded: bool,
     claims: Vec<u32>,
     claims_seen: usize,
     /// Claims that could take the shape only by growing more than a new claim would cost
     /// (cost-aware packing); tried last, when no new claim can take the pod.
-    uneconomic: Vec<u32>,
+    pub uneconomic: Vec<u32>,
     /// Per pool, the price of the cheapest type a claim holding only this pod could use.
-    fresh_price: Vec<Option<f64>>,
+    pub fresh_price: Vec<Option<f64>>,
 }
 
 /// The topology groups relevant to one attempt of one pod.
@@ -542,85 +524,6 @@ impl<'a> Solver<'a> {
         }
     }
 
-    /// Cost-aware packing: true when taking the pod raises the claim's cheapest price by more
-    /// than a claim of the same pool holding only this pod would cost.
-    fn grows_uneconomically(
-        &mut self,
-        ci: usize,
-        update: &ClaimUpdate,
-        state: &PodState,
-        cache: &mut ShapeCache,
-    ) -> bool {
-        if self.packing != Packing::CostAware || self.claims[ci].pods.is_empty() {
-            return false;
-        }
-        let claim = &self.claims[ci];
-        let pool = &self.pools[claim.pool];
-        let (Some(&now), Some(&after)) = (claim.types.first(), update.types.first()) else {
-            return false;
-        };
-        let rise = pool.types[after as usize].price - pool.types[now as usize].price;
-        if rise <= 0.0 {
-            return false;
-        }
-        let pool_index = claim.pool;
-        rise > self.fresh_price(pool_index, state, cache)
-    }
-
-    /// The cheapest price of a claim in pool `p` holding only this pod (infinite when none
-    /// fits), cached per shape.
-    fn fresh_price(&mut self, p: usize, state: &PodState, cache: &mut ShapeCache) -> f64 {
-        if cache.fresh_price.len() < self.pools.len() {
-            cache.fresh_price.resize(self.pools.len(), None);
-        }
-        if let Some(price) = cache.fresh_price[p] {
-            return price;
-        }
-        let pod = &self.snap.pods[state.pod];
-        let price = if self.pools[p]
-            .input
-            .requirements
-            .compatible(&state.requirements)
-            .is_ok()
-        {
-            let reqs = self.pools[p]
-                .input
-                .requirements
-                .intersection(&state.requirements);
-            let requests = self.pools[p].daemon_overhead + pod.requests;
-            let compatible = self.pools[p].compatible_types(&reqs);
-            let pool = &self.pools[p];
-            // Types are cheapest first, so the first that fits is the price.
-            compatible
-                .iter()
-                .map(|&t| &pool.types[t as usize])
-                .find(|t| requests.fits_in(&t.allocatable) && t.capacity.fits_in(&pool.remaining))
-                .map_or(f64::INFINITY, |t| t.price)
-        } else {
-            f64::INFINITY
-        };
-        cache.fresh_price[p] = Some(price);
-        price
-    }
-
-    /// Grows the first claim set aside as uneconomic that still takes the pod.
-    fn try_uneconomic(
-        &mut self,
-        state: &PodState,
-        req_id: u32,
-        ctx: &TopologyContext,
-        cache: &mut ShapeCache,
-    ) -> bool {
-        for i in 0..cache.uneconomic.len() {
-            let ci = cache.uneconomic[i] as usize;
-            if let Ok(update) = self.claim_accepts(ci, state, req_id, ctx) {
-                self.commit_claim(ci, state, req_id, update);
-                return true;
-            }
-        }
-        false
-    }
-
     /// True when a rejection holds for every later pod of the same shape: nodes and claims
     /// only gain pods and lose options, so only spread and affinity on domains whose counts
     /// can still change elsewhere are worth retrying.
@@ -652,7 +555,13 @@ impl<'a> Solver<'a> {
         self.placed[state.pod] = true;
     }
 
-    fn commit_claim(&mut self, ci: usize, state: &PodState, req_id: u32, update: ClaimUpdate) {
+    pub(crate) fn commit_claim(
+        &mut self,
+        ci: usize,
+        state: &PodState,
+        req_id: u32,
+        update: ClaimUpdate,
+    ) {
         let pod = &self.snap.pods[state.pod];
         let pins = update.pins.clone();
         let pool = self.claims[ci].pool;
