@@ -2,9 +2,12 @@
 
 use clap::{Parser, Subcommand};
 
+mod aws;
 mod bench;
 mod catalog;
+mod cluster;
 mod demo;
+mod e2e;
 mod test;
 
 #[derive(Parser)]
@@ -24,6 +27,12 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Build karpenter (debug) and simulate the staging example (`examples/staging`).
     Demo(demo::DemoArgs),
+    /// The local control plane for e2e: etcd + Kubernetes v1.20.2 built from Debian's source.
+    Cluster(cluster::ClusterArgs),
+    /// The fake AWS endpoint for e2e: moto, seeded with an EKS-like account.
+    Aws(aws::AwsArgs),
+    /// Bring up the cluster and fake AWS, run the `e2e` crate's tests, tear everything down.
+    E2e(e2e::E2eArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,6 +41,9 @@ fn main() -> anyhow::Result<()> {
         Command::Test(args) => test::run_all(args),
         Command::Bench(args) => bench::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Cluster(args) => cluster::run(args),
+        Command::Aws(args) => aws::run(args),
+        Command::E2e(args) => e2e::run(args),
     }
 }
 

@@ -13,6 +13,9 @@ pub struct TestArgs {
     /// Skip the catalog staleness check (it downloads moto's wheel from PyPI once).
     #[arg(long)]
     pub no_catalog_check: bool,
+    /// Skip the e2e suite (local control plane + fake AWS; the first run builds Kubernetes).
+    #[arg(long)]
+    pub no_e2e: bool,
 }
 
 fn run(step: &str, cmd: &mut Command) -> anyhow::Result<()> {
@@ -47,7 +50,17 @@ pub fn run_all(args: TestArgs) -> anyhow::Result<()> {
             ]),
         )?;
     }
-    let (passed, failed) = run_tests()?;
+    let (mut passed, mut failed) = run_tests()?;
+    if !args.no_e2e {
+        let (p, f) = crate::e2e::run_suite(&crate::e2e::E2eArgs {
+            cluster: crate::cluster::ClusterKind::Local,
+            state_dir: None,
+            keep: false,
+            test_args: Vec::new(),
+        })?;
+        passed += p;
+        failed += f;
+    }
     if !args.no_catalog_check {
         run(
             "catalog is up to date",
@@ -60,14 +73,27 @@ pub fn run_all(args: TestArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `cargo test --workspace`, echoing its output, and adds up its `test result:` lines.
+/// Runs the unit, scenario and integration tests of every crate but the e2e one (which needs
+/// the bed) and adds up their `test result:` lines.
 fn run_tests() -> anyhow::Result<(u64, u64)> {
-    use std::io::{BufRead, BufReader};
     let mut cmd = cargo();
-    cmd.args(["test", "--workspace"])
-        .stdout(std::process::Stdio::piped());
-    eprintln!("==> unit and scenario tests: {cmd:?}");
-    let mut child = cmd.spawn().context("could not start cargo test")?;
+    cmd.args(["test", "--workspace", "--exclude", "karpenter-e2e"]);
+    let (passed, failed, ok) = run_counting("unit and scenario tests", &mut cmd)?;
+    if !ok {
+        bail!("cargo test failed: {passed} passed, {failed} failed");
+    }
+    Ok((passed, failed))
+}
+
+/// Runs a `cargo test` command, echoing its output, and returns the summed `test result:`
+/// counts and whether it succeeded.
+pub(crate) fn run_counting(step: &str, cmd: &mut Command) -> anyhow::Result<(u64, u64, bool)> {
+    use std::io::{BufRead, BufReader};
+    cmd.stdout(std::process::Stdio::piped());
+    eprintln!("==> {step}: {cmd:?}");
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("could not start {step}"))?;
     let stdout = child.stdout.take().context("cargo test has no stdout")?;
     let (mut passed, mut failed) = (0, 0);
     for line in BufReader::new(stdout).lines() {
@@ -79,10 +105,7 @@ fn run_tests() -> anyhow::Result<(u64, u64)> {
         }
     }
     let status = child.wait()?;
-    if !status.success() {
-        bail!("cargo test failed ({status}): {passed} passed, {failed} failed");
-    }
-    Ok((passed, failed))
+    Ok((passed, failed, status.success()))
 }
 
 /// Reads `test result: ok. 9 passed; 1 failed; …` into (9, 1).

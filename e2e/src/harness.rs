@@ -1,0 +1,270 @@
+//! Shared pieces of the e2e tests: a per-test context on the bed (unique id, clients, instance
+//! launch and cleanup) and polling helpers. Tests fail loudly when the bed is missing.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_ec2::types::{Filter, InstanceType, ResourceType, Tag, TagSpecification};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube_client::api::{DeleteParams, ListParams};
+use kube_client::{Api, Client, ResourceExt};
+
+use crate::env::TestEnv;
+use crate::node_sim::userdata::encode_base64;
+use crate::node_sim::{NodeSimulator, SimConfig, SimHandle, kube_client_from};
+
+/// Node label (from userData) that ties a node to the test that launched it.
+pub const TEST_LABEL: &str = "e2e.karpenter-rs/test";
+/// Instance tag that ties an instance to the test that launched it.
+pub const TEST_TAG: &str = "e2e-node-sim";
+/// How long a test waits for one step of the bed.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// One test's view of the bed.
+pub struct Ctx {
+    /// The bed.
+    pub env: TestEnv,
+    /// Admin client of the control plane.
+    pub kube: Client,
+    /// EC2 client of the fake account (straight to moto).
+    pub ec2: aws_sdk_ec2::Client,
+    /// Unique per test run: instance tag, node label, namespace.
+    pub id: String,
+}
+
+impl Ctx {
+    /// Loads the bed (panics when it is missing) and makes a unique id for this test.
+    pub async fn new(test: &str) -> Arc<Ctx> {
+        let env = TestEnv::require();
+        let kube = kube_client_from(&env.cluster.kubeconfig)
+            .await
+            .expect("kube client from the bed's kubeconfig");
+        let ec2 = crate::node_sim::ec2_client_for(&env.aws.endpoint, &env.aws.region).await;
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let id = format!("ns-{test}-{}-{:x}", std::process::id(), nanos & 0xfffff);
+        Arc::new(Ctx { env, kube, ec2, id })
+    }
+
+    /// A simulator that only sees this test's instances.
+    pub fn sim_config(&self) -> SimConfig {
+        let mut c = SimConfig::new(&self.env.aws.cluster_name)
+            .with_filter(format!("tag:{TEST_TAG}"), vec![self.id.clone()]);
+        c.poll_interval = Duration::from_millis(500);
+        c.node.region = Some(self.env.aws.region.clone());
+        c
+    }
+
+    /// Starts a node simulator with `config`.
+    pub fn start_sim(&self, config: SimConfig) -> SimHandle {
+        NodeSimulator::start(self.kube.clone(), self.ec2.clone(), config)
+    }
+
+    /// An EKS AL2 x86_64 image the bed seeded (root device /dev/xvda).
+    pub async fn image_id(&self) -> String {
+        let name = Filter::builder()
+            .name("name")
+            .values("amazon-eks-node-1.*")
+            .build();
+        let out = self.ec2.describe_images().filters(name).send().await;
+        let out = out.expect("DescribeImages");
+        let image = out.images().first().and_then(|i| i.image_id());
+        image.expect("the bed seeds EKS AL2 images").to_string()
+    }
+
+    /// RunInstances into the first seeded subnet, tagged for the cluster and this test, with
+    /// AL2 userData setting maxPods and the test's node labels.
+    pub async fn launch(&self, count: i32, instance_type: &str) -> Vec<String> {
+        let script = format!(
+            "#!/bin/bash\n/etc/eks/bootstrap.sh '{}' --kubelet-extra-args \
+             '--max-pods=110 --node-labels=karpenter.sh/nodepool=default,{TEST_LABEL}={}'\n",
+            self.env.aws.cluster_name, self.id
+        );
+        let tags = TagSpecification::builder()
+            .resource_type(ResourceType::Instance)
+            .tags(tag(
+                &format!("kubernetes.io/cluster/{}", self.env.aws.cluster_name),
+                "owned",
+            ))
+            .tags(tag(TEST_TAG, &self.id))
+            .build();
+        let out = self
+            .ec2
+            .run_instances()
+            .image_id(self.image_id().await)
+            .instance_type(InstanceType::from(instance_type))
+            .subnet_id(&self.env.aws.subnets[0].id)
+            .min_count(count)
+            .max_count(count)
+            .user_data(encode_base64(script.as_bytes()))
+            .tag_specifications(tags)
+            .send()
+            .await
+            .expect("RunInstances");
+        out.instances()
+            .iter()
+            .map(|i| i.instance_id().expect("instance id").to_string())
+            .collect()
+    }
+
+    /// Terminates instances.
+    pub async fn terminate(&self, ids: &[String]) {
+        self.ec2
+            .terminate_instances()
+            .set_instance_ids(Some(ids.to_vec()))
+            .send()
+            .await
+            .expect("TerminateInstances");
+    }
+
+    /// This test's nodes, by the label its userData gives them.
+    pub async fn nodes(&self) -> Vec<Node> {
+        let api: Api<Node> = Api::all(self.kube.clone());
+        let lp = ListParams::default().labels(&format!("{TEST_LABEL}={}", self.id));
+        api.list(&lp).await.expect("list nodes").items
+    }
+
+    /// This test's node of an instance, by providerID.
+    pub async fn node_of(&self, instance_id: &str) -> Option<Node> {
+        let suffix = format!("/{instance_id}");
+        self.nodes().await.into_iter().find(|n| {
+            n.spec
+                .as_ref()
+                .and_then(|s| s.provider_id.as_deref())
+                .is_some_and(|p| p.ends_with(&suffix))
+        })
+    }
+
+    /// Best-effort removal of everything the test made, in an order that lets pods finish.
+    pub async fn cleanup(&self) {
+        let namespaces: Api<Namespace> = Api::all(self.kube.clone());
+        let _ = namespaces.delete(&self.id, &DeleteParams::default()).await;
+        let out = self
+            .ec2
+            .describe_instances()
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{TEST_TAG}"))
+                    .values(&self.id)
+                    .build(),
+            )
+            .send()
+            .await;
+        let ids: Vec<String> = out
+            .map(|o| {
+                o.reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .filter_map(|i| i.instance_id().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !ids.is_empty() {
+            let _ = self
+                .ec2
+                .terminate_instances()
+                .set_instance_ids(Some(ids))
+                .send()
+                .await;
+        }
+        let api: Api<Node> = Api::all(self.kube.clone());
+        for n in self.nodes().await {
+            let _ = api.delete(&n.name_any(), &DeleteParams::default()).await;
+        }
+    }
+
+    /// Waits until the instance's node is Ready and untainted by the control plane.
+    pub async fn wait_ready(&self, instance_id: &str) -> Node {
+        eventually(
+            "Ready node without the not-ready taint",
+            DEADLINE,
+            || async { self.node_of(instance_id).await.filter(fully_ready) },
+        )
+        .await
+    }
+
+    pub async fn wait_node_gone(&self, instance_id: &str) {
+        eventually("node deleted", DEADLINE, || async {
+            self.node_of(instance_id).await.is_none().then_some(())
+        })
+        .await
+    }
+}
+
+/// An EC2 tag.
+pub fn tag(key: &str, value: &str) -> Tag {
+    Tag::builder().key(key).value(value).build()
+}
+
+/// Runs a test body, then cleans up whether it passed or panicked.
+pub async fn run<F, Fut>(test: &str, body: F)
+where
+    F: FnOnce(Arc<Ctx>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let ctx = Ctx::new(test).await;
+    let result = tokio::spawn(body(ctx.clone())).await;
+    ctx.cleanup().await;
+    if let Err(e) = result {
+        match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => panic!("test task failed: {e}"),
+        }
+    }
+}
+
+/// Polls `check` every 200 ms until it gives `Some`, or panics naming `what` at the deadline.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Status of a node condition.
+pub fn condition(node: &Node, type_: &str) -> Option<String> {
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status.clone())
+}
+
+/// True when the node has the taint.
+pub fn has_taint(node: &Node, key: &str, effect: &str) -> bool {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|ts| ts.iter().any(|t| t.key == key && t.effect == effect))
+}
+
+/// Ready=True and the control plane has lifted the not-ready taint.
+pub fn fully_ready(node: &Node) -> bool {
+    condition(node, "Ready").as_deref() == Some("True")
+        && !has_taint(node, "node.kubernetes.io/not-ready", "NoSchedule")
+}
+
+/// Running, Ready and with an IP.
+pub fn pod_running_ready(p: &Pod) -> bool {
+    let s = p.status.as_ref();
+    s.and_then(|s| s.phase.as_deref()) == Some("Running")
+        && s.and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        && s.and_then(|s| s.pod_ip.as_deref()).is_some()
+}

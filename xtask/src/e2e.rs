@@ -1,0 +1,161 @@
+//! `cargo xtask e2e`: bring up the control plane and the fake AWS account, run the `e2e`
+//! crate's tests against them, and tear both down again, also when the tests fail or the user
+//! presses Ctrl-C.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, bail};
+
+use crate::{aws, cluster};
+
+/// Options of `cargo xtask e2e`.
+#[derive(clap::Args)]
+pub struct E2eArgs {
+    /// Control plane: `local` (processes on loopback, the default) or `kind` (needs Docker).
+    #[arg(long, value_enum, default_value_t = cluster::ClusterKind::Local)]
+    pub cluster: cluster::ClusterKind,
+    /// State directory (default `<workspace>/target/e2e`).
+    #[arg(long, env = cluster::STATE_DIR_VAR)]
+    pub state_dir: Option<PathBuf>,
+    /// Leave the cluster and fake AWS running afterwards (for debugging; `cargo xtask cluster
+    /// down` and `cargo xtask aws down` stop them).
+    #[arg(long)]
+    pub keep: bool,
+    /// Arguments for the test binaries, e.g. a test name filter.
+    #[arg(last = true)]
+    pub test_args: Vec<String>,
+}
+
+/// The cluster name the fake account's discovery tags and queue use.
+pub const CLUSTER_NAME: &str = "karpenter-e2e";
+
+/// Runs `cargo xtask e2e`.
+pub fn run(args: E2eArgs) -> anyhow::Result<()> {
+    let (passed, failed) = run_suite(&args)?;
+    println!("e2e tests: {passed} passed, {failed} failed");
+    Ok(())
+}
+
+/// Tears the bed down when dropped, unless asked to keep it.
+struct Teardown {
+    state_dir: PathBuf,
+    keep: bool,
+}
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        if self.keep {
+            eprintln!(
+                "==> leaving the e2e bed running in {} (--keep)",
+                self.state_dir.display()
+            );
+            return;
+        }
+        eprintln!("==> tearing down the e2e bed");
+        if let Err(e) = aws::down(&self.state_dir) {
+            eprintln!("warning: aws down: {e:#}");
+        }
+        if let Err(e) = cluster::down(&self.state_dir) {
+            eprintln!("warning: cluster down: {e:#}");
+        }
+    }
+}
+
+/// Brings the bed up, runs `cargo test -p karpenter-e2e` against it, tears it down, and
+/// returns the summed `test result:` counts. Fails when any test fails.
+pub fn run_suite(args: &E2eArgs) -> anyhow::Result<(u64, u64)> {
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(cluster::default_state_dir);
+    let state_dir = absolute(&state_dir)?;
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("creating {}", state_dir.display()))?;
+    // Ctrl-C reaches the whole foreground process group: the test run stops, and this process
+    // (which catches it while the bed is up) goes on to tear everything down.
+    let signals = CatchInterrupts::new();
+    let _teardown = Teardown {
+        state_dir: state_dir.clone(),
+        keep: args.keep,
+    };
+    let started = std::time::Instant::now();
+    let mut opts = cluster::UpOptions::new(&state_dir);
+    opts.cluster = args.cluster;
+    cluster::up(&opts).context("starting the control plane")?;
+    signals.check()?;
+    aws::up(&aws::UpOptions {
+        state_dir: state_dir.clone(),
+        cluster_name: CLUSTER_NAME.to_owned(),
+    })
+    .context("starting the fake AWS endpoint")?;
+    signals.check()?;
+    eprintln!(
+        "==> e2e bed up in {:.1} s ({})",
+        started.elapsed().as_secs_f64(),
+        state_dir.display()
+    );
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(["test", "-p", "karpenter-e2e"])
+        .env(cluster::STATE_DIR_VAR, &state_dir);
+    if !args.test_args.is_empty() {
+        cmd.arg("--").args(&args.test_args);
+    }
+    let (passed, failed, ok) = crate::test::run_counting("e2e tests", &mut cmd)?;
+    signals.check()?;
+    if !ok {
+        bail!("e2e tests failed: {passed} passed, {failed} failed");
+    }
+    Ok((passed, failed))
+}
+
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    if path.is_absolute() {
+        Ok(path.to_owned())
+    } else {
+        Ok(std::env::current_dir()?.join(path))
+    }
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_signal: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Catches SIGINT and SIGTERM while alive (restoring the defaults on drop), so this process
+/// survives a Ctrl-C and tears the bed down. A caught signal's handler is reset to the default
+/// in programs it starts, so the test run and the bed's daemons still react normally.
+struct CatchInterrupts;
+
+impl CatchInterrupts {
+    fn new() -> Self {
+        INTERRUPTED.store(false, Ordering::SeqCst);
+        let handler = on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            libc::signal(libc::SIGINT, handler);
+            libc::signal(libc::SIGTERM, handler);
+        }
+        CatchInterrupts
+    }
+
+    /// Fails when a signal arrived, so bring-up stops between steps.
+    fn check(&self) -> anyhow::Result<()> {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            bail!("interrupted");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for CatchInterrupts {
+    fn drop(&mut self) {
+        // SAFETY: restoring the default disposition has no preconditions.
+        unsafe {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
+        }
+    }
+}
