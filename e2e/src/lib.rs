@@ -4,6 +4,7 @@
 //! moto as the fake AWS endpoint (`cargo xtask aws`), writes the environment file described in
 //! [`env`], and runs this crate's tests. None of this ships in the controller.
 
+pub mod contract;
 pub mod env;
 pub mod fault_proxy;
 pub mod harness;

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use serde::{Deserialize, Serialize};
 
 mod build;
 mod certs;
@@ -108,22 +107,8 @@ impl UpOptions {
     }
 }
 
-/// A running cluster: the content of `cluster.json` (same field names as the e2e crate's
-/// `ClusterInfo`, which reads it).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ClusterState {
-    /// `local` or `kind`.
-    pub kind: String,
-    /// API server URL, e.g. `https://127.0.0.1:41234`.
-    pub server: String,
-    /// Admin kubeconfig.
-    pub kubeconfig: PathBuf,
-    /// Kubernetes version of the control plane.
-    pub kubernetes_version: String,
-    /// PIDs this xtask started (and is the only one allowed to kill).
-    #[serde(default)]
-    pub pids: Vec<u32>,
-}
+/// A running cluster: the content of `cluster.json`.
+pub type ClusterState = crate::contract::ClusterInfo;
 
 /// The default state directory: `$KARPENTER_E2E_DIR`, else `<workspace>/target/e2e`.
 pub fn default_state_dir() -> PathBuf {

@@ -6,6 +6,9 @@ mod aws;
 mod bench;
 mod catalog;
 mod cluster;
+/// The state files' schema, shared with the e2e crate by source (xtask does not depend on it).
+#[path = "../../e2e/src/contract.rs"]
+mod contract;
 mod demo;
 mod e2e;
 mod test;

@@ -4,7 +4,6 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
 
 /// Environment variable overriding the state directory (shared with the `e2e` crate).
 pub const STATE_DIR_VAR: &str = "KARPENTER_E2E_DIR";
@@ -13,41 +12,7 @@ pub const STATE_FILE: &str = "aws.json";
 /// Path of the launcher inside the workspace; also how its command line is recognised.
 pub const LAUNCHER: &str = "e2e/fakeaws/launcher.py";
 
-/// One seeded subnet. Mirrors `karpenter_e2e::env::SubnetInfo` (the xtask does not depend on
-/// the e2e crate): change both together.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct SubnetInfo {
-    /// `subnet-…`
-    pub id: String,
-    /// Availability zone.
-    pub zone: String,
-    /// CIDR block.
-    pub cidr: String,
-}
-
-/// Content of `aws.json`. Mirrors `karpenter_e2e::env::AwsInfo`: change both together.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct AwsInfo {
-    /// moto's URL.
-    pub endpoint: String,
-    /// Region of the seeded account.
-    pub region: String,
-    /// `karpenter.sh/discovery` tag value.
-    pub cluster_name: String,
-    /// Seeded VPC.
-    pub vpc_id: String,
-    /// Discovery-tagged private subnets.
-    pub subnets: Vec<SubnetInfo>,
-    /// Discovery-tagged security groups.
-    pub security_group_ids: Vec<String>,
-    /// Interruption queue name.
-    pub interruption_queue_name: String,
-    /// Interruption queue URL.
-    pub interruption_queue_url: String,
-    /// PID of the launcher.
-    #[serde(default)]
-    pub pid: Option<u32>,
-}
+pub use crate::contract::AwsInfo;
 
 /// The workspace root (the xtask crate lives in `<root>/xtask`).
 pub fn workspace_root() -> PathBuf {
@@ -195,7 +160,7 @@ mod tests {
             region: "us-east-1".into(),
             cluster_name: "e2e".into(),
             vpc_id: "vpc-1".into(),
-            subnets: vec![SubnetInfo {
+            subnets: vec![crate::contract::SubnetInfo {
                 id: "subnet-1".into(),
                 zone: "us-east-1a".into(),
                 cidr: "10.0.0.0/19".into(),
