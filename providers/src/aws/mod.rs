@@ -4,3 +4,5 @@
 pub mod catalog;
 pub mod instance_types;
 pub mod nodeclass;
+pub mod resolve;
+pub mod userdata;
