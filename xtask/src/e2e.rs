@@ -80,6 +80,16 @@ pub fn run_suite(args: &E2eArgs) -> anyhow::Result<(u64, u64)> {
         state_dir: state_dir.clone(),
         keep: args.keep,
     };
+    // Build the test binaries first: the bed should not idle through a long compile.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = Command::new(&cargo)
+        .args(["test", "-p", "karpenter-e2e", "--no-run"])
+        .status()
+        .context("could not start cargo test --no-run")?;
+    if !built.success() {
+        bail!("building the e2e tests failed ({built})");
+    }
+    signals.check()?;
     let started = std::time::Instant::now();
     let mut opts = cluster::UpOptions::new(&state_dir);
     opts.cluster = args.cluster;
@@ -96,7 +106,7 @@ pub fn run_suite(args: &E2eArgs) -> anyhow::Result<(u64, u64)> {
         started.elapsed().as_secs_f64(),
         state_dir.display()
     );
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    let mut cmd = Command::new(&cargo);
     cmd.args(["test", "-p", "karpenter-e2e"])
         .env(cluster::STATE_DIR_VAR, &state_dir);
     if !args.test_args.is_empty() {
