@@ -2,6 +2,8 @@
 //! that turns EC2 instance-type facts into schedulable instance types.
 
 pub mod catalog;
+pub mod ec2api;
+pub mod fleet;
 pub mod instance_types;
 pub mod nodeclass;
 pub mod resolve;
