@@ -1,12 +1,15 @@
 //! `karpenter`: the karpenter-rs command line.
 //!
-//! Today it has one subcommand, `simulate`, which plans nodes for manifests offline (no cluster,
-//! no AWS account). The controller itself (`karpenter run`) will live beside it.
+//! `simulate` plans nodes for manifests offline (no cluster, no AWS account); `crds` writes the
+//! CustomResourceDefinitions. The controller itself (`karpenter run`, whose flags are in
+//! `settings`) will live beside them.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod crds;
+mod settings;
 mod simulate;
 
 #[derive(Parser)]
@@ -24,11 +27,14 @@ struct Cli {
 enum Command {
     /// Plan the nodes Karpenter would launch for the pods in some manifests, offline.
     Simulate(simulate::SimulateArgs),
+    /// Write the CustomResourceDefinitions (NodePool, NodeClaim, EC2NodeClass) as YAML.
+    Crds(crds::CrdsArgs),
     // `Run` (the controller) will be added here.
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Simulate(args) => simulate::main(&args),
+        Command::Crds(args) => crds::main(&args),
     }
 }

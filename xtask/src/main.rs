@@ -9,6 +9,7 @@ mod cluster;
 /// The state files' schema, shared with the e2e crate by source (xtask does not depend on it).
 #[path = "../../e2e/src/contract.rs"]
 mod contract;
+mod crds;
 mod demo;
 mod e2e;
 mod test;
@@ -36,6 +37,8 @@ enum Command {
     Aws(aws::AwsArgs),
     /// Bring up the cluster and fake AWS, run the `e2e` crate's tests, tear everything down.
     E2e(e2e::E2eArgs),
+    /// Regenerate crds/ from the Rust API types (`--check`: fail when it is stale).
+    Crds(crds::CrdsArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,6 +50,7 @@ fn main() -> anyhow::Result<()> {
         Command::Cluster(args) => cluster::run(args),
         Command::Aws(args) => aws::run(args),
         Command::E2e(args) => e2e::run(args),
+        Command::Crds(args) => crds::run(args),
     }
 }
 

@@ -1,0 +1,165 @@
+//! The checked-in `crds/` files are exactly what the Rust types generate, and they are CRDs a
+//! Kubernetes 1.20 API server accepts (structural schemas, no CEL).
+
+use std::path::PathBuf;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps,
+};
+
+// The binary crate has no library target, so the generator is compiled into this test as well.
+#[allow(dead_code)]
+#[path = "../src/crds.rs"]
+mod crds;
+
+fn crds_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("controller/ has a parent")
+        .join("crds")
+}
+
+fn parse(file: &crds::CrdFile) -> CustomResourceDefinition {
+    serde_yaml::from_str(&file.yaml)
+        .unwrap_or_else(|e| panic!("{} is not a CustomResourceDefinition: {e}", file.file_name))
+}
+
+#[test]
+fn checked_in_crds_are_up_to_date() {
+    let generated = crds::generate();
+    let mut stale = Vec::new();
+    for file in &generated {
+        let path = crds_dir().join(file.file_name);
+        match std::fs::read_to_string(&path) {
+            Ok(on_disk) if on_disk == file.yaml => {}
+            Ok(_) => stale.push(format!("{} differs", path.display())),
+            Err(e) => stale.push(format!("{} unreadable: {e}", path.display())),
+        }
+    }
+    // A file nobody generates any more would linger in kubectl apply -f crds/.
+    let expected: Vec<&str> = generated.iter().map(|f| f.file_name).collect();
+    for entry in std::fs::read_dir(crds_dir()).expect("crds/ exists") {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if !expected.contains(&name.as_str()) {
+            stale.push(format!("crds/{name} is not generated"));
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "the CRDs in crds/ are stale; run `{}`:\n  {}",
+        crds::REGENERATE_COMMAND,
+        stale.join("\n  ")
+    );
+}
+
+#[test]
+fn crds_parse_and_name_karpenters_files() {
+    let names: Vec<(String, String)> = crds::generate()
+        .iter()
+        .map(|f| (f.file_name.to_string(), parse(f).metadata.name.unwrap()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("karpenter.sh_nodepools.yaml", "nodepools.karpenter.sh"),
+            ("karpenter.sh_nodeclaims.yaml", "nodeclaims.karpenter.sh"),
+            (
+                "karpenter.k8s.aws_ec2nodeclasses.yaml",
+                "ec2nodeclasses.karpenter.k8s.aws"
+            ),
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+}
+
+fn property<'a>(schema: &'a JSONSchemaProps, path: &str) -> &'a JSONSchemaProps {
+    path.split('.').fold(schema, |s, key| {
+        let s = match s.type_.as_deref() {
+            Some("array") => match &s.items {
+                Some(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrArray::Schema(items)) => items,
+                other => panic!("array without a single items schema before {key}: {other:?}"),
+            },
+            _ => s,
+        };
+        s.properties
+            .as_ref()
+            .and_then(|p| p.get(key))
+            .unwrap_or_else(|| panic!("no property {key} on the way to {path}"))
+    })
+}
+
+#[test]
+fn node_pool_v1_schema_has_requirements_and_budgets() {
+    let crd = parse(&crds::generate()[0]);
+    let v1 = crd.spec.versions.iter().find(|v| v.name == "v1").unwrap();
+    assert!(v1.served && v1.storage);
+    let schema = v1
+        .schema
+        .as_ref()
+        .unwrap()
+        .open_api_v3_schema
+        .as_ref()
+        .unwrap();
+    let requirements = property(schema, "spec.template.spec.requirements");
+    assert_eq!(requirements.type_.as_deref(), Some("array"));
+    let budgets = property(schema, "spec.disruption.budgets");
+    assert_eq!(budgets.type_.as_deref(), Some("array"));
+    property(schema, "spec.disruption.budgets.nodes");
+
+    let v1beta1 = crd
+        .spec
+        .versions
+        .iter()
+        .find(|v| v.name == "v1beta1")
+        .unwrap();
+    assert!(v1beta1.served && !v1beta1.storage && v1beta1.deprecated == Some(true));
+}
+
+/// Walks a schema as JSON, collecting what a 1.20 API server would reject.
+fn structural_problems(node: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+    let Some(obj) = node.as_object() else { return };
+    if obj.contains_key("x-kubernetes-validations") {
+        out.push(format!(
+            "{path}: CEL (x-kubernetes-validations) needs Kubernetes 1.25+"
+        ));
+    }
+    let typed = obj.contains_key("type")
+        || obj.get("x-kubernetes-int-or-string") == Some(&serde_json::Value::Bool(true))
+        || obj.get("x-kubernetes-preserve-unknown-fields") == Some(&serde_json::Value::Bool(true));
+    if !typed {
+        out.push(format!("{path}: no type"));
+    }
+    for junctor in ["allOf", "anyOf", "oneOf", "not"] {
+        if obj.contains_key(junctor) {
+            out.push(format!("{path}: {junctor} (keep schemas free of junctors)"));
+        }
+    }
+    if obj.contains_key("properties") && obj.contains_key("additionalProperties") {
+        out.push(format!("{path}: both properties and additionalProperties"));
+    }
+    if let Some(props) = obj.get("properties").and_then(|p| p.as_object()) {
+        for (k, v) in props {
+            structural_problems(v, &format!("{path}.{k}"), out);
+        }
+    }
+    for child in ["items", "additionalProperties"] {
+        if let Some(v) = obj.get(child) {
+            structural_problems(v, &format!("{path}.{child}"), out);
+        }
+    }
+}
+
+#[test]
+fn schemas_are_structural_and_cel_free() {
+    let mut problems = Vec::new();
+    for file in crds::generate() {
+        let crd = parse(&file);
+        for v in &crd.spec.versions {
+            let schema =
+                serde_json::to_value(&v.schema.as_ref().unwrap().open_api_v3_schema).unwrap();
+            let path = format!("{}/{}", file.file_name, v.name);
+            structural_problems(&schema, &path, &mut problems);
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
