@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceDefinition, JSONSchemaProps,
+    CustomResourceDefinition, CustomResourceDefinitionVersion, JSONSchemaProps,
 };
 
 // The binary crate has no library target, so the generator is compiled into this test as well.
@@ -88,30 +88,38 @@ fn property<'a>(schema: &'a JSONSchemaProps, path: &str) -> &'a JSONSchemaProps 
     })
 }
 
+fn version<'a>(
+    crd: &'a CustomResourceDefinition,
+    name: &str,
+) -> &'a CustomResourceDefinitionVersion {
+    crd.spec
+        .versions
+        .iter()
+        .find(|v| v.name == name)
+        .unwrap_or_else(|| panic!("no version {name}"))
+}
+
+fn version_schema<'a>(crd: &'a CustomResourceDefinition, name: &str) -> &'a JSONSchemaProps {
+    version(crd, name)
+        .schema
+        .as_ref()
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .unwrap_or_else(|| panic!("version {name} has no schema"))
+}
+
 #[test]
 fn node_pool_v1_schema_has_requirements_and_budgets() {
     let crd = parse(&crds::generate()[0]);
-    let v1 = crd.spec.versions.iter().find(|v| v.name == "v1").unwrap();
+    let v1 = version(&crd, "v1");
     assert!(v1.served && v1.storage);
-    let schema = v1
-        .schema
-        .as_ref()
-        .unwrap()
-        .open_api_v3_schema
-        .as_ref()
-        .unwrap();
+    let schema = version_schema(&crd, "v1");
     let requirements = property(schema, "spec.template.spec.requirements");
     assert_eq!(requirements.type_.as_deref(), Some("array"));
     let budgets = property(schema, "spec.disruption.budgets");
     assert_eq!(budgets.type_.as_deref(), Some("array"));
     property(schema, "spec.disruption.budgets.nodes");
 
-    let v1beta1 = crd
-        .spec
-        .versions
-        .iter()
-        .find(|v| v.name == "v1beta1")
-        .unwrap();
+    let v1beta1 = version(&crd, "v1beta1");
     assert!(v1beta1.served && !v1beta1.storage && v1beta1.deprecated == Some(true));
 }
 
@@ -162,4 +170,65 @@ fn schemas_are_structural_and_cel_free() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn stored_v1_schema_keeps_v1beta1_only_fields() {
+    // The seed's v1beta1 NodePool sets spec.template.spec.kubelet, which v1 lacks; the stored
+    // (v1) schema must not prune it, at any depth.
+    let crd = parse(&crds::generate()[0]);
+    let v1 = version_schema(&crd, "v1");
+    let spec = property(v1, "spec");
+    let template_spec = property(v1, "spec.template.spec");
+    assert_eq!(spec.x_kubernetes_preserve_unknown_fields, Some(true));
+    assert_eq!(
+        template_spec.x_kubernetes_preserve_unknown_fields,
+        Some(true)
+    );
+    assert!(
+        !template_spec
+            .properties
+            .as_ref()
+            .unwrap()
+            .contains_key("kubelet"),
+        "v1 has no kubelet block; if it gains one this test needs a new example"
+    );
+    // The served-only v1beta1 schema is left as generated.
+    let legacy = version_schema(&crd, "v1beta1");
+    assert_eq!(
+        property(legacy, "spec").x_kubernetes_preserve_unknown_fields,
+        None
+    );
+}
+
+#[test]
+fn merged_crds_store_v1_and_serve_v1beta1() {
+    let files = crds::generate();
+    let pools = &files[0];
+    let crd = parse(pools);
+    let versions: Vec<(&str, bool, bool, Option<bool>)> = crd
+        .spec
+        .versions
+        .iter()
+        .map(|v| (v.name.as_str(), v.served, v.storage, v.deprecated))
+        .collect();
+    assert_eq!(
+        versions,
+        [
+            ("v1", true, true, None),
+            ("v1beta1", true, false, Some(true))
+        ]
+    );
+    // Only the header comment may mention CEL.
+    let body = pools.yaml.lines().filter(|l| !l.starts_with('#'));
+    assert!(
+        !body
+            .into_iter()
+            .any(|l| l.contains("x-kubernetes-validations"))
+    );
+}
+
+#[test]
+fn generation_is_deterministic() {
+    assert_eq!(crds::generate(), crds::generate());
 }

@@ -25,6 +25,7 @@ pub mod mime;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Taint;
+use karpenter_core::api::duration::{format_go_duration, parse_go_duration};
 use karpenter_core::api::kubelet::KubeletConfiguration;
 
 use super::nodeclass::AmiFamily;
@@ -182,6 +183,21 @@ fn register_taints_flag(input: &UserDataInput) -> String {
         .map(taint_flag_value)
         .collect();
     format!("--register-with-taints={}", go_quote(&list.join(",")))
+}
+
+/// Soft-eviction grace periods in Go's canonical Duration form ("1m" → "1m0s"): Karpenter
+/// prints them with Duration.String for AL2 and marshals them as metav1.Duration for AL2023.
+/// Values that do not parse are passed through for the kubelet to reject.
+fn canonical_grace_periods(k: &KubeletConfiguration) -> Vec<(String, String)> {
+    k.eviction_soft_grace_period
+        .iter()
+        .map(|(signal, d)| {
+            let text = parse_go_duration(d.as_str())
+                .map(format_go_duration)
+                .unwrap_or_else(|_| d.as_str().to_string());
+            (signal.clone(), text)
+        })
+        .collect()
 }
 
 /// Go's `%q` for the characters that can occur in kubelet flag values.

@@ -7,12 +7,11 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use karpenter_core::api::duration::{format_go_duration, parse_go_duration};
 
 use super::mime::{self, CONTENT_TYPE_SHELL_SCRIPT, Part};
 use super::{
-    UserDataError, UserDataInput, check_labels_and_taints, check_safe, go_quote, node_labels_flag,
-    register_taints_flag,
+    UserDataError, UserDataInput, canonical_grace_periods, check_labels_and_taints, check_safe,
+    go_quote, node_labels_flag, register_taints_flag,
 };
 
 /// Renders the AL2 MIME archive.
@@ -85,17 +84,7 @@ pub fn kubelet_extra_args(input: &UserDataInput) -> Result<Vec<String>, UserData
             format!("{name}={}", go_quote(&list.join(",")))
         })
     };
-    // Karpenter prints grace periods with Go's Duration.String ("1m" → "1m0s").
-    let grace: Vec<(String, String)> = k
-        .eviction_soft_grace_period
-        .iter()
-        .map(|(s, d)| {
-            let text = parse_go_duration(d.as_str())
-                .map(format_go_duration)
-                .unwrap_or_else(|_| d.as_str().to_string());
-            (s.clone(), text)
-        })
-        .collect();
+    let grace = canonical_grace_periods(k);
     args.extend(joined(
         "--system-reserved",
         quantity_pairs(&k.system_reserved),

@@ -3,12 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use karpenter_core::api::duration::{format_go_duration, parse_go_duration};
-
 use super::mime::{self, CONTENT_TYPE_NODE_CONFIG, CONTENT_TYPE_SHELL_SCRIPT, Part};
 use super::{
-    UserDataError, UserDataInput, check_labels_and_taints, node_labels_flag, register_taints,
-    register_taints_flag,
+    UserDataError, UserDataInput, canonical_grace_periods, check_labels_and_taints,
+    node_labels_flag, register_taints, register_taints_flag,
 };
 use crate::aws::nodeclass::AmiFamily;
 
@@ -179,17 +177,7 @@ fn kubelet_config(input: &UserDataInput) -> BTreeMap<&'static str, Value> {
         c.insert("evictionSoft", Value::Map(k.eviction_soft.clone()));
     }
     if !k.eviction_soft_grace_period.is_empty() {
-        // metav1.Duration marshals in Go's canonical form ("1m" → "1m0s").
-        let m = k
-            .eviction_soft_grace_period
-            .iter()
-            .map(|(s, d)| {
-                let text = parse_go_duration(d.as_str())
-                    .map(format_go_duration)
-                    .unwrap_or_else(|_| d.as_str().to_string());
-                (s.clone(), text)
-            })
-            .collect();
+        let m = canonical_grace_periods(k).into_iter().collect();
         c.insert("evictionSoftGracePeriod", Value::Map(m));
     }
     c.insert("registerWithTaints", Value::Taints);
