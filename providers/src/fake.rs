@@ -44,8 +44,8 @@ pub const FAKE_EPOCH: i64 = 1_700_000_000;
 pub enum Call {
     /// `create(claim)`.
     Create {
-        /// The request as given.
-        claim: NodeClaimRequest,
+        /// The request as given (boxed: it is much larger than the other variants).
+        claim: Box<NodeClaimRequest>,
     },
     /// `delete(provider_id)`.
     Delete {
@@ -339,7 +339,7 @@ impl CloudProvider for FakeCloudProvider {
     async fn create(&self, claim: &NodeClaimRequest) -> Result<LaunchedInstance, ProviderError> {
         let mut state = self.state();
         state.calls.push(Call::Create {
-            claim: claim.clone(),
+            claim: Box::new(claim.clone()),
         });
         if let Some(err) = state.create_errors.pop_front() {
             return Err(err);

@@ -35,6 +35,9 @@ pub struct NodeClaimRequest {
     pub labels: BTreeMap<String, String>,
     /// Taints to put on the node.
     pub taints: Vec<Taint>,
+    /// Taints the node registers with that a daemon removes once it is ready
+    /// (`NodeClaim.spec.startupTaints`).
+    pub startup_taints: Vec<Taint>,
 }
 
 /// An instance the provider launched (or found), as the controller needs to know it.
@@ -239,6 +242,44 @@ pub trait CloudProvider: Send + Sync {
         &self,
         instance: &LaunchedInstance,
     ) -> Result<Option<DriftReason>, ProviderError>;
+}
+
+/// A shared provider is a provider (so decorators can wrap an `Arc` the caller also keeps).
+#[async_trait]
+impl<T: CloudProvider + ?Sized> CloudProvider for std::sync::Arc<T> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+
+    async fn create(&self, claim: &NodeClaimRequest) -> Result<LaunchedInstance, ProviderError> {
+        (**self).create(claim).await
+    }
+
+    async fn delete(&self, provider_id: &str) -> Result<(), ProviderError> {
+        (**self).delete(provider_id).await
+    }
+
+    async fn get(&self, provider_id: &str) -> Result<LaunchedInstance, ProviderError> {
+        (**self).get(provider_id).await
+    }
+
+    async fn list(&self) -> Result<Vec<LaunchedInstance>, ProviderError> {
+        (**self).list().await
+    }
+
+    async fn instance_types(
+        &self,
+        node_pool: &NodePoolRef,
+    ) -> Result<Vec<InstanceType>, ProviderError> {
+        (**self).instance_types(node_pool).await
+    }
+
+    async fn is_drifted(
+        &self,
+        instance: &LaunchedInstance,
+    ) -> Result<Option<DriftReason>, ProviderError> {
+        (**self).is_drifted(instance).await
+    }
 }
 
 #[cfg(test)]

@@ -2,13 +2,25 @@
 //!
 //! [`Ec2Api`] keeps SDK types out of its signatures so tests (hand fakes, `mockall`) can
 //! implement it without building SDK inputs and outputs; [`SdkEc2`] implements it over
-//! [`aws_sdk_ec2::Client`] and does the conversions. Only `CreateFleet` is here so far.
+//! [`aws_sdk_ec2::Client`] and does the conversions (`sdk_impl` for the calls besides
+//! `CreateFleet`).
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types as sdk;
+
+mod describe;
+mod sdk_impl;
+
+pub use describe::{
+    Instance, InstanceQuery, InstanceTypeInfo, LaunchTemplateBlockDevice,
+    LaunchTemplateMetadataOptions, LaunchTemplateRequest, LaunchTemplateSummary, SpotPrice,
+    TerminatedInstance,
+};
+
+use super::resolve::{Filter, Image, ImageQuery, SecurityGroup, Subnet};
 
 /// Capacity type of a fleet request or an instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -184,11 +196,64 @@ pub const THROTTLING_CODES: &[&str] = &[
     "RequestThrottled",
 ];
 
-/// The EC2 operations the provider uses, over plain structs.
+/// The EC2 operations the provider uses, over plain structs. Describe calls return every page.
 #[async_trait]
 pub trait Ec2Api: Send + Sync {
     /// `CreateFleet`.
     async fn create_fleet(&self, request: &CreateFleetRequest) -> Result<FleetOutcome, Ec2Error>;
+
+    /// `DescribeSubnets` with one filter set (filters ANDed).
+    async fn describe_subnets(&self, filters: &[Filter]) -> Result<Vec<Subnet>, Ec2Error>;
+
+    /// `DescribeSecurityGroups` with one filter set.
+    async fn describe_security_groups(
+        &self,
+        filters: &[Filter],
+    ) -> Result<Vec<SecurityGroup>, Ec2Error>;
+
+    /// `DescribeImages` for one query. `deprecated` is judged against `now_unix`.
+    async fn describe_images(
+        &self,
+        query: &ImageQuery,
+        now_unix: i64,
+    ) -> Result<Vec<Image>, Ec2Error>;
+
+    /// `DescribeInstanceTypes` of the whole region (every page).
+    async fn describe_instance_types(&self) -> Result<Vec<InstanceTypeInfo>, Ec2Error>;
+
+    /// `DescribeInstanceTypeOfferings` with `LocationType=availability-zone`:
+    /// `(instance type, zone)` pairs.
+    async fn describe_instance_type_offerings(&self) -> Result<Vec<(String, String)>, Ec2Error>;
+
+    /// `DescribeSpotPriceHistory` for `Linux/UNIX` since `start_unix`.
+    async fn describe_spot_price_history(
+        &self,
+        start_unix: i64,
+    ) -> Result<Vec<SpotPrice>, Ec2Error>;
+
+    /// `DescribeInstances` (every reservation, every page).
+    async fn describe_instances(&self, query: &InstanceQuery) -> Result<Vec<Instance>, Ec2Error>;
+
+    /// `TerminateInstances`.
+    async fn terminate_instances(
+        &self,
+        instance_ids: &[String],
+    ) -> Result<Vec<TerminatedInstance>, Ec2Error>;
+
+    /// `CreateLaunchTemplate`; returns the template id.
+    async fn create_launch_template(
+        &self,
+        request: &LaunchTemplateRequest,
+    ) -> Result<String, Ec2Error>;
+
+    /// `DescribeLaunchTemplates` with filters (e.g. `tag:karpenter.k8s.aws/cluster`).
+    async fn describe_launch_templates(
+        &self,
+        filters: &[Filter],
+    ) -> Result<Vec<LaunchTemplateSummary>, Ec2Error>;
+
+    /// `DeleteLaunchTemplate` by name.
+    async fn delete_launch_template(&self, name: &str) -> Result<(), Ec2Error>;
 }
 
 /// [`Ec2Api`] over the AWS SDK.
@@ -251,10 +316,73 @@ impl Ec2Api for SdkEc2 {
             errors: output.errors().iter().map(from_sdk_error).collect(),
         })
     }
+
+    async fn describe_subnets(&self, filters: &[Filter]) -> Result<Vec<Subnet>, Ec2Error> {
+        sdk_impl::describe_subnets(&self.client, filters).await
+    }
+
+    async fn describe_security_groups(
+        &self,
+        filters: &[Filter],
+    ) -> Result<Vec<SecurityGroup>, Ec2Error> {
+        sdk_impl::describe_security_groups(&self.client, filters).await
+    }
+
+    async fn describe_images(
+        &self,
+        query: &ImageQuery,
+        now_unix: i64,
+    ) -> Result<Vec<Image>, Ec2Error> {
+        sdk_impl::describe_images(&self.client, query, now_unix).await
+    }
+
+    async fn describe_instance_types(&self) -> Result<Vec<InstanceTypeInfo>, Ec2Error> {
+        sdk_impl::describe_instance_types(&self.client).await
+    }
+
+    async fn describe_instance_type_offerings(&self) -> Result<Vec<(String, String)>, Ec2Error> {
+        sdk_impl::describe_instance_type_offerings(&self.client).await
+    }
+
+    async fn describe_spot_price_history(
+        &self,
+        start_unix: i64,
+    ) -> Result<Vec<SpotPrice>, Ec2Error> {
+        sdk_impl::describe_spot_price_history(&self.client, start_unix).await
+    }
+
+    async fn describe_instances(&self, query: &InstanceQuery) -> Result<Vec<Instance>, Ec2Error> {
+        sdk_impl::describe_instances(&self.client, query).await
+    }
+
+    async fn terminate_instances(
+        &self,
+        instance_ids: &[String],
+    ) -> Result<Vec<TerminatedInstance>, Ec2Error> {
+        sdk_impl::terminate_instances(&self.client, instance_ids).await
+    }
+
+    async fn create_launch_template(
+        &self,
+        request: &LaunchTemplateRequest,
+    ) -> Result<String, Ec2Error> {
+        sdk_impl::create_launch_template(&self.client, request).await
+    }
+
+    async fn describe_launch_templates(
+        &self,
+        filters: &[Filter],
+    ) -> Result<Vec<LaunchTemplateSummary>, Ec2Error> {
+        sdk_impl::describe_launch_templates(&self.client, filters).await
+    }
+
+    async fn delete_launch_template(&self, name: &str) -> Result<(), Ec2Error> {
+        sdk_impl::delete_launch_template(&self.client, name).await
+    }
 }
 
 /// Sorts an SDK failure into throttling, an API error with a code, or a transport failure.
-fn classify(
+pub(crate) fn classify(
     operation: &str,
     code: Option<&str>,
     message: Option<&str>,

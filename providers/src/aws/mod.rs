@@ -2,9 +2,12 @@
 //! that turns EC2 instance-type facts into schedulable instance types.
 
 pub mod catalog;
+pub mod cloud;
 pub mod ec2api;
 pub mod fleet;
 pub mod instance_types;
 pub mod nodeclass;
 pub mod resolve;
+pub mod ssm;
+pub mod ssm_sdk;
 pub mod userdata;

@@ -24,6 +24,7 @@ fn claim(
         requests: Resources::ZERO,
         labels: BTreeMap::from([("team".to_string(), "a".to_string())]),
         taints: vec![],
+        startup_taints: Vec::new(),
     }
 }
 
@@ -127,7 +128,7 @@ async fn records_every_call() {
     assert_eq!(
         p.calls(),
         vec![
-            Call::Create { claim: c },
+            Call::Create { claim: Box::new(c) },
             Call::Get {
                 id: i.provider_id.clone()
             },

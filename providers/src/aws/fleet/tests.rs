@@ -52,6 +52,7 @@ pub(super) fn claim(capacity_types: &[&str]) -> NodeClaimRequest {
         requests: Resources::ZERO,
         labels: BTreeMap::new(),
         taints: Vec::new(),
+        startup_taints: Vec::new(),
     }
 }
 

@@ -1,0 +1,228 @@
+//! `SdkIam` against `aws-smithy-mocks` (request shape, error mapping), and the managed
+//! instance profile's name, tags and reconciliation.
+
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_iam::Client;
+use aws_sdk_iam::config::retry::RetryConfig;
+use aws_sdk_iam::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_iam::error::ErrorMetadata;
+use aws_sdk_iam::operation::add_role_to_instance_profile::{
+    AddRoleToInstanceProfileInput, AddRoleToInstanceProfileOutput,
+};
+use aws_sdk_iam::operation::create_instance_profile::{
+    CreateInstanceProfileError, CreateInstanceProfileInput, CreateInstanceProfileOutput,
+};
+use aws_sdk_iam::operation::get_instance_profile::{
+    GetInstanceProfileError, GetInstanceProfileOutput,
+};
+use aws_sdk_iam::types as sdk;
+use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock};
+
+use super::*;
+use crate::aws::cloud::fake_apis::FakeIam;
+
+fn client(rules: &[&Rule]) -> SdkIam {
+    let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::Sequential);
+    for rule in rules {
+        interceptor = interceptor.with_rule(rule);
+    }
+    let conf = aws_sdk_iam::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("AKID", "SECRET", None, None, "test"))
+        .http_client(create_mock_http_client())
+        .interceptor(interceptor)
+        .retry_config(RetryConfig::disabled())
+        .build();
+    SdkIam::new(Client::from_conf(conf))
+}
+
+fn profile(name: &str, roles: &[&str]) -> sdk::InstanceProfile {
+    let mut b = sdk::InstanceProfile::builder()
+        .instance_profile_name(name)
+        .instance_profile_id("AIPA1")
+        .arn(format!("arn:aws:iam::123456789012:instance-profile/{name}"))
+        .path("/")
+        .create_date(aws_sdk_iam::primitives::DateTime::from_secs(0))
+        .set_roles(Some(Vec::new()));
+    for r in roles {
+        b = b.roles(
+            sdk::Role::builder()
+                .role_name(*r)
+                .role_id("AROA1")
+                .arn(format!("arn:aws:iam::123456789012:role/{r}"))
+                .path("/")
+                .create_date(aws_sdk_iam::primitives::DateTime::from_secs(0))
+                .build()
+                .unwrap(),
+        );
+    }
+    b.build().unwrap()
+}
+
+#[tokio::test]
+async fn get_maps_the_profile_and_no_such_entity_to_none() {
+    let found = mock!(Client::get_instance_profile)
+        .match_requests(|i| i.instance_profile_name() == Some("prod_1"))
+        .then_output(|| {
+            GetInstanceProfileOutput::builder()
+                .instance_profile(profile("prod_1", &["NodeRole"]))
+                .build()
+        });
+    let missing = mock!(Client::get_instance_profile).then_error(|| {
+        GetInstanceProfileError::generic(
+            ErrorMetadata::builder()
+                .code("NoSuchEntity")
+                .message("Instance Profile prod_2 cannot be found.")
+                .build(),
+        )
+    });
+    let denied = mock!(Client::get_instance_profile).then_error(|| {
+        GetInstanceProfileError::generic(
+            ErrorMetadata::builder()
+                .code("AccessDenied")
+                .message("not allowed")
+                .build(),
+        )
+    });
+    let iam = client(&[&found, &missing, &denied]);
+    assert_eq!(
+        iam.get_instance_profile("prod_1").await.unwrap(),
+        Some(InstanceProfile {
+            name: "prod_1".into(),
+            roles: vec!["NodeRole".into()],
+        })
+    );
+    assert_eq!(iam.get_instance_profile("prod_2").await.unwrap(), None);
+    let err = iam.get_instance_profile("prod_3").await.unwrap_err();
+    assert!(
+        matches!(&err, Ec2Error::Api { operation, code, .. }
+            if operation == "GetInstanceProfile" && code == "AccessDenied"),
+        "{err:?}"
+    );
+    assert_eq!(found.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn create_sends_name_and_tags_and_tolerates_already_exists() {
+    let seen: Arc<Mutex<Option<CreateInstanceProfileInput>>> = Arc::default();
+    let sink = seen.clone();
+    let ok = mock!(Client::create_instance_profile)
+        .match_requests(move |i| {
+            *sink.lock().unwrap() = Some(i.clone());
+            true
+        })
+        .then_output(|| {
+            CreateInstanceProfileOutput::builder()
+                .instance_profile(profile("prod_1", &[]))
+                .build()
+        });
+    let exists = mock!(Client::create_instance_profile).then_error(|| {
+        CreateInstanceProfileError::generic(
+            ErrorMetadata::builder()
+                .code("EntityAlreadyExists")
+                .message("Instance Profile prod_1 already exists.")
+                .build(),
+        )
+    });
+    let throttled = mock!(Client::create_instance_profile).then_error(|| {
+        CreateInstanceProfileError::generic(ErrorMetadata::builder().code("Throttling").build())
+    });
+    let iam = client(&[&ok, &exists, &throttled]);
+    let tags = instance_profile_tags("prod", "us-east-1", "default");
+    iam.create_instance_profile("prod_1", &tags).await.unwrap();
+    iam.create_instance_profile("prod_1", &tags).await.unwrap();
+    let err = iam
+        .create_instance_profile("prod_1", &tags)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Ec2Error::Throttled { .. }), "{err:?}");
+
+    let input = seen.lock().unwrap().clone().unwrap();
+    assert_eq!(input.instance_profile_name(), Some("prod_1"));
+    let sent: BTreeMap<String, String> = input
+        .tags()
+        .iter()
+        .map(|t| (t.key().to_owned(), t.value().to_owned()))
+        .collect();
+    assert_eq!(sent, tags);
+    assert_eq!(sent["karpenter.k8s.aws/ec2nodeclass"], "default");
+    assert_eq!(sent["kubernetes.io/cluster/prod"], "owned");
+    assert_eq!(sent["karpenter.sh/managed-by"], "prod");
+    assert_eq!(sent["topology.kubernetes.io/region"], "us-east-1");
+}
+
+#[tokio::test]
+async fn add_role_sends_profile_and_role() {
+    let seen: Arc<Mutex<Option<AddRoleToInstanceProfileInput>>> = Arc::default();
+    let sink = seen.clone();
+    let rule = mock!(Client::add_role_to_instance_profile)
+        .match_requests(move |i| {
+            *sink.lock().unwrap() = Some(i.clone());
+            true
+        })
+        .then_output(|| AddRoleToInstanceProfileOutput::builder().build());
+    let iam = client(&[&rule]);
+    iam.add_role_to_instance_profile("prod_1", "NodeRole")
+        .await
+        .unwrap();
+    let input = seen.lock().unwrap().clone().unwrap();
+    assert_eq!(input.instance_profile_name(), Some("prod_1"));
+    assert_eq!(input.role_name(), Some("NodeRole"));
+}
+
+#[test]
+fn profile_name_is_stable_and_depends_on_region_and_node_class() {
+    let a = instance_profile_name("prod", "us-east-1", "default");
+    assert_eq!(a, instance_profile_name("prod", "us-east-1", "default"));
+    assert!(a.starts_with("prod_"), "{a}");
+    assert!(
+        a["prod_".len()..].bytes().all(|b| b.is_ascii_digit()),
+        "{a}"
+    );
+    assert_ne!(a, instance_profile_name("prod", "us-west-2", "default"));
+    assert_ne!(a, instance_profile_name("prod", "us-east-1", "gpu"));
+    assert_eq!(role_name("path/to/NodeRole"), "NodeRole");
+    assert_eq!(role_name("NodeRole"), "NodeRole");
+}
+
+#[tokio::test]
+async fn ensure_creates_missing_profile_adds_role_and_swaps_a_changed_role() {
+    let iam = FakeIam::default();
+    let tags = instance_profile_tags("prod", "us-east-1", "default");
+    let name = ensure_instance_profile(&iam, "prod_1", "path/NodeRole", &tags)
+        .await
+        .unwrap();
+    assert_eq!(name, "prod_1");
+    assert_eq!(
+        iam.calls(),
+        vec![
+            "GetInstanceProfile prod_1",
+            "CreateInstanceProfile prod_1",
+            "AddRoleToInstanceProfile prod_1 NodeRole",
+        ]
+    );
+    assert_eq!(iam.profile_tags("prod_1"), Some(tags.clone()));
+
+    // Already in place: one read, nothing written.
+    iam.clear_calls();
+    ensure_instance_profile(&iam, "prod_1", "NodeRole", &tags)
+        .await
+        .unwrap();
+    assert_eq!(iam.calls(), vec!["GetInstanceProfile prod_1"]);
+
+    // The role changed: the old one leaves, the new one joins.
+    iam.clear_calls();
+    ensure_instance_profile(&iam, "prod_1", "OtherRole", &tags)
+        .await
+        .unwrap();
+    assert_eq!(
+        iam.calls(),
+        vec![
+            "GetInstanceProfile prod_1",
+            "RemoveRoleFromInstanceProfile prod_1 NodeRole",
+            "AddRoleToInstanceProfile prod_1 OtherRole",
+        ]
+    );
+}
