@@ -15,7 +15,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use karpenter_core::api as core_api;
 use karpenter_providers::aws::nodeclass as aws_api;
-use kube::CustomResourceExt;
+use kube_client::CustomResourceExt;
 use serde_json::{Map, Value};
 
 /// The command that regenerates the checked-in `crds/` folder.

@@ -1,16 +1,13 @@
 //! `karpenter`: the karpenter-rs command line.
 //!
-//! `simulate` plans nodes for manifests offline (no cluster, no AWS account); `crds` writes the
-//! CustomResourceDefinitions. The controller itself (`karpenter run`, whose flags are in
-//! `settings`) will live beside them.
+//! `run` is the controller; `simulate` plans nodes for manifests offline (no cluster, no AWS
+//! account); `crds` writes the CustomResourceDefinitions.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod crds;
-mod settings;
-mod simulate;
+use karpenter::{crds, logging, run, settings, simulate};
 
 #[derive(Parser)]
 #[command(
@@ -29,12 +26,35 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// Write the CustomResourceDefinitions (NodePool, NodeClaim, EC2NodeClass) as YAML.
     Crds(crds::CrdsArgs),
-    // `Run` (the controller) will be added here.
+    /// Run the controller (flags and environment variables as Karpenter's settings).
+    Run(Box<settings::Settings>),
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Simulate(args) => simulate::main(&args),
         Command::Crds(args) => crds::main(&args),
+        Command::Run(settings) => run_controller(*settings),
+    }
+}
+
+fn run_controller(settings: settings::Settings) -> ExitCode {
+    logging::init(settings.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("karpenter: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run::run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "controller stopped");
+            ExitCode::FAILURE
+        }
     }
 }

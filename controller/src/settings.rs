@@ -1,13 +1,10 @@
-//! Settings of the controller (`karpenter run`, the next subcommand; not wired yet).
+//! Settings of the controller (`karpenter run`).
 //!
 //! Every setting is a flag and an environment variable with Karpenter's names and defaults
 //! (<https://karpenter.sh/docs/reference/settings/>), so a Karpenter Helm values file or
 //! Deployment env block carries over. A flag wins over its environment variable. Bad values are
 //! rejected by clap, whose message names the flag and, through the value name, the variable
 //! (e.g. `invalid value '5x' for '--batch-max-duration <BATCH_MAX_DURATION>'`).
-
-// Nothing outside the tests reads the settings until `karpenter run` exists.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::fmt;
 use std::str::FromStr;
@@ -85,6 +82,33 @@ pub struct Settings {
     /// Maximum burst of requests to the Kubernetes API server.
     #[arg(long, env = "KUBE_CLIENT_BURST", default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..))]
     pub kube_client_burst: u32,
+
+    /// Namespace of the leader-election Lease (the namespace Karpenter runs in).
+    #[arg(long, env = "SYSTEM_NAMESPACE", default_value = "kube-system", value_parser = parse_non_empty)]
+    pub system_namespace: String,
+
+    /// The cluster's service CIDR, for AL2023's NodeConfig. Not a Karpenter setting (Karpenter
+    /// asks EKS); when unset it is derived from the `default/kubernetes` Service IP.
+    #[arg(long, env = "CLUSTER_CIDR")]
+    pub cluster_cidr: Option<String>,
+
+    /// A NodeClaim that has no instance this long after creation is deleted (Karpenter: 5m).
+    #[arg(long, env = "LAUNCH_TTL", default_value = "5m", value_parser = parse_positive_duration)]
+    pub launch_ttl: Duration,
+
+    /// A launched NodeClaim whose Node has not registered this long after launch is deleted
+    /// and its instance terminated (Karpenter: 15m).
+    #[arg(long, env = "REGISTRATION_TTL", default_value = "15m", value_parser = parse_positive_duration)]
+    pub registration_ttl: Duration,
+
+    /// How often instances without a NodeClaim are looked for (Karpenter: 2m).
+    #[arg(long, env = "GC_INTERVAL", default_value = "2m", value_parser = parse_positive_duration)]
+    pub gc_interval: Duration,
+
+    /// An instance must be at least this old before garbage collection may terminate it, so
+    /// a launch whose NodeClaim status is still being written is not mistaken for a leak.
+    #[arg(long, env = "GC_GRACE", default_value = "30s", value_parser = parse_positive_duration)]
+    pub gc_grace: Duration,
 }
 
 /// Log verbosity (Karpenter accepts `debug`, `info` and `error`; `warn` is accepted too).
@@ -306,6 +330,12 @@ mod tests {
                 isolated_vpc: false,
                 kube_client_qps: 200,
                 kube_client_burst: 300,
+                system_namespace: "kube-system".into(),
+                cluster_cidr: None,
+                launch_ttl: Duration::from_secs(300),
+                registration_ttl: Duration::from_secs(900),
+                gc_interval: Duration::from_secs(120),
+                gc_grace: Duration::from_secs(30),
             }
         );
         assert!(s.feature_gates.drift && !s.feature_gates.spot_to_spot_consolidation);

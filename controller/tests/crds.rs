@@ -7,10 +7,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, CustomResourceDefinitionVersion, JSONSchemaProps,
 };
 
-// The binary crate has no library target, so the generator is compiled into this test as well.
-#[allow(dead_code)]
-#[path = "../src/crds.rs"]
-mod crds;
+use karpenter::crds;
 
 fn crds_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -1,0 +1,87 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use karpenter_core::api::{NodeClaim, NodeClaimStatus};
+use karpenter_core::resources::Resources;
+use karpenter_providers::LaunchedInstance;
+
+use super::*;
+
+const GRACE: Duration = Duration::from_secs(30);
+
+fn instance(id: &str, claim: Option<&str>, launched: i64) -> LaunchedInstance {
+    LaunchedInstance {
+        provider_id: format!("aws:///us-east-1a/{id}"),
+        instance_type: "m5.large".into(),
+        zone: "us-east-1a".into(),
+        capacity_type: "on-demand".into(),
+        image_id: "ami-1".into(),
+        capacity: Resources::ZERO,
+        labels: Default::default(),
+        launch_time_unix: launched,
+        node_claim: claim.map(str::to_owned),
+        node_pool: Some("default".into()),
+    }
+}
+
+fn claim(name: &str, provider_id: Option<&str>, launched_at: i64) -> Arc<NodeClaim> {
+    let mut c: NodeClaim = serde_yaml::from_str(&format!(
+        "apiVersion: karpenter.sh/v1\nkind: NodeClaim\nmetadata: {{name: {name}}}\nspec: {{nodeClassRef: {{group: g, kind: k, name: n}}, requirements: []}}\n"
+    ))
+    .expect("test claim");
+    c.status = provider_id.map(|id| NodeClaimStatus {
+        provider_id: Some(id.to_owned()),
+        conditions: vec![Condition {
+            type_: "Launched".into(),
+            status: "True".into(),
+            reason: "Launched".into(),
+            message: String::new(),
+            last_transition_time: Time(Timestamp::from_second(launched_at).expect("time")),
+            observed_generation: None,
+        }],
+        ..NodeClaimStatus::default()
+    });
+    Arc::new(c)
+}
+
+#[test]
+fn instances_no_claim_accounts_for_are_leaked_once_old_enough() {
+    let instances = vec![
+        instance("i-owned", Some("a"), 0),
+        instance("i-leaked", Some("gone"), 0),
+        instance("i-young", None, 990),
+        instance("i-status-pending", Some("b"), 0),
+        // A duplicate launch for claim `a`, which recorded i-owned.
+        instance("i-duplicate", Some("a"), 0),
+    ];
+    let claims = vec![
+        claim("a", Some("aws:///us-east-1a/i-owned"), 0),
+        // Launched but its status is not written yet: the tag still ties it to the claim.
+        claim("b", None, 0),
+    ];
+    let got = collect(&instances, &claims, 1_000, GRACE);
+    assert_eq!(
+        got.leaked_instances,
+        vec![
+            "aws:///us-east-1a/i-leaked".to_string(),
+            "aws:///us-east-1a/i-duplicate".to_string()
+        ]
+    );
+    assert!(got.orphaned_claims.is_empty());
+}
+
+#[test]
+fn launched_claims_whose_instance_is_gone_are_orphaned_but_not_fresh_launches() {
+    let instances = vec![instance("i-1", Some("a"), 0)];
+    let claims = vec![
+        claim("a", Some("aws:///us-east-1a/i-1"), 0),
+        claim("old", Some("aws:///us-east-1a/i-terminated"), 100),
+        // Launched after the listing could have seen it.
+        claim("fresh", Some("aws:///us-east-1a/i-new"), 990),
+    ];
+    let got = collect(&instances, &claims, 1_000, GRACE);
+    assert_eq!(got.orphaned_claims, vec!["old".to_string()]);
+    assert!(got.leaked_instances.is_empty());
+}

@@ -1,0 +1,539 @@
+//! Prometheus metrics under Karpenter v1's names and label names
+//! (<https://karpenter.sh/v1.0/reference/metrics/>), so dashboards and alerts written for
+//! Karpenter work unchanged.
+//!
+//! [`Metrics`] owns the registry and one typed handle per metric; callers go through its methods
+//! (`nodeclaim_created(nodepool, reason)`, …), which fix the label names, so a label cannot be
+//! misspelled or forgotten. [`Metrics::encode`] renders the OpenMetrics text exposition that
+//! [`crate::http_server::serve_metrics`] serves.
+//!
+//! Where the brief of this module and Karpenter v1.0 differ, Karpenter wins: v1.0 has no
+//! `karpenter_nodeclaims_{launched,registered,initialized}_total` (replaced by status-condition
+//! metrics) and names the scheduler metrics `karpenter_scheduler_*` (formerly
+//! `karpenter_provisioner_scheduling_*`).
+
+mod cloudprovider;
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+pub use cloudprovider::{MeteredCloudProvider, error_label};
+
+/// Content type of [`Metrics::encode`]'s output: OpenMetrics 1.0, which Prometheus negotiates
+/// and scrapes natively (and which prometheus-client is built to write).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Karpenter v1's `reason` values for `karpenter_nodeclaims_created_total` and friends.
+pub mod reason {
+    /// A NodeClaim created for pending pods.
+    pub const PROVISIONED: &str = "provisioned";
+    /// A NodeClaim past its `expireAfter`.
+    pub const EXPIRED: &str = "expired";
+    /// A NodeClaim replaced for an unhealthy node (node repair).
+    pub const UNHEALTHY: &str = "unhealthy";
+    /// Disruption: a drifted NodeClaim.
+    pub const DRIFTED: &str = "drifted";
+    /// Disruption: an empty NodeClaim.
+    pub const EMPTY: &str = "empty";
+    /// Disruption: an underutilized NodeClaim (consolidation).
+    pub const UNDERUTILIZED: &str = "underutilized";
+}
+
+/// A label set with fixed names: the array length pins how many labels a metric has.
+type Labels<const N: usize> = [(&'static str, String); N];
+type CounterVec<const N: usize> = Family<Labels<N>, Counter>;
+type GaugeVec<const N: usize> = Family<Labels<N>, Gauge<f64, AtomicU64>>;
+type HistogramVec<const N: usize> = Family<Labels<N>, Histogram, fn() -> Histogram>;
+
+/// Pairs label names with values.
+fn labels<const N: usize>(names: [&'static str; N], values: [&str; N]) -> Labels<N> {
+    let mut i = 0;
+    names.map(|name| {
+        let value = values[i].to_string();
+        i += 1;
+        (name, value)
+    })
+}
+
+/// Karpenter's duration buckets (controller-runtime's, plus long ones for singleton
+/// controllers), in seconds.
+const DURATION_BUCKETS: [f64; 45] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9,
+    1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 15.0, 20.0,
+    25.0, 30.0, 40.0, 50.0, 60.0, 120.0, 150.0, 300.0, 450.0, 600.0,
+];
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+/// Labels of `karpenter_pods_state`: one series per pod, value 1.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodState {
+    /// Pod name.
+    pub name: String,
+    /// Pod namespace.
+    pub namespace: String,
+    /// Owner reference (`ReplicaSet/web-abc`), empty when unowned.
+    pub owner: String,
+    /// Node the pod is bound to, empty while pending.
+    pub node: String,
+    /// NodePool of that node.
+    pub nodepool: String,
+    /// Zone of that node.
+    pub zone: String,
+    /// Architecture of that node.
+    pub arch: String,
+    /// Capacity type of that node (`spot`, `on-demand`).
+    pub capacity_type: String,
+    /// Instance type of that node.
+    pub instance_type: String,
+    /// Pod phase (`Pending`, `Running`, …).
+    pub phase: String,
+}
+
+impl PodState {
+    fn labels(&self) -> Labels<10> {
+        labels(
+            [
+                "name",
+                "namespace",
+                "owner",
+                "node",
+                "nodepool",
+                "zone",
+                "arch",
+                "capacity_type",
+                "instance_type",
+                "phase",
+            ],
+            [
+                &self.name,
+                &self.namespace,
+                &self.owner,
+                &self.node,
+                &self.nodepool,
+                &self.zone,
+                &self.arch,
+                &self.capacity_type,
+                &self.instance_type,
+                &self.phase,
+            ],
+        )
+    }
+}
+
+/// The node-identifying labels of `karpenter_nodes_*` gauges (Karpenter adds the node's
+/// well-known labels, snake_cased, to `node_name` and `phase`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeLabels {
+    /// Node name.
+    pub node_name: String,
+    /// Node phase (usually empty on current Kubernetes).
+    pub phase: String,
+    /// `karpenter.sh/nodepool`.
+    pub nodepool: String,
+    /// `topology.kubernetes.io/zone`.
+    pub zone: String,
+    /// `kubernetes.io/arch`.
+    pub arch: String,
+    /// `karpenter.sh/capacity-type`.
+    pub capacity_type: String,
+    /// `node.kubernetes.io/instance-type`.
+    pub instance_type: String,
+}
+
+impl NodeLabels {
+    fn with_resource(&self, resource_type: &str) -> Labels<8> {
+        labels(
+            [
+                "node_name",
+                "phase",
+                "nodepool",
+                "zone",
+                "arch",
+                "capacity_type",
+                "instance_type",
+                "resource_type",
+            ],
+            [
+                &self.node_name,
+                &self.phase,
+                &self.nodepool,
+                &self.zone,
+                &self.arch,
+                &self.capacity_type,
+                &self.instance_type,
+                resource_type,
+            ],
+        )
+    }
+}
+
+/// The controller's metrics: a registry and typed handles, shared as `Arc<Metrics>`.
+pub struct Metrics {
+    registry: Registry,
+    nodeclaims_created: CounterVec<2>,
+    nodeclaims_terminated: CounterVec<1>,
+    nodeclaims_disrupted: CounterVec<2>,
+    nodes_created: CounterVec<1>,
+    nodes_terminated: CounterVec<1>,
+    nodes_allocatable: GaugeVec<8>,
+    nodepools_limit: GaugeVec<2>,
+    nodepools_usage: GaugeVec<2>,
+    scheduling_duration: HistogramVec<1>,
+    scheduler_queue_depth: GaugeVec<2>,
+    pods_state: GaugeVec<10>,
+    pods_startup_duration: Histogram,
+    cloudprovider_duration: HistogramVec<3>,
+    cloudprovider_errors: CounterVec<4>,
+    offering_price_estimate: GaugeVec<3>,
+    offering_available: GaugeVec<3>,
+    cluster_state_node_count: Gauge<f64, AtomicU64>,
+    cluster_state_synced: Gauge<f64, AtomicU64>,
+    interruption_received: CounterVec<1>,
+    interruption_deleted: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric registered (and `karpenter_build_info` set).
+    pub fn new() -> Self {
+        // Counters are registered without `_total`: prometheus-client appends it to the sample
+        // name, which then matches Karpenter's (`karpenter_nodeclaims_created_total`).
+        let mut r = Registry::with_prefix("karpenter");
+        let m = Metrics {
+            nodeclaims_created: Family::default(),
+            nodeclaims_terminated: Family::default(),
+            nodeclaims_disrupted: Family::default(),
+            nodes_created: Family::default(),
+            nodes_terminated: Family::default(),
+            nodes_allocatable: Family::default(),
+            nodepools_limit: Family::default(),
+            nodepools_usage: Family::default(),
+            scheduling_duration: Family::new_with_constructor(duration_histogram),
+            scheduler_queue_depth: Family::default(),
+            pods_state: Family::default(),
+            pods_startup_duration: duration_histogram(),
+            cloudprovider_duration: Family::new_with_constructor(duration_histogram),
+            cloudprovider_errors: Family::default(),
+            offering_price_estimate: Family::default(),
+            offering_available: Family::default(),
+            cluster_state_node_count: Gauge::default(),
+            cluster_state_synced: Gauge::default(),
+            interruption_received: Family::default(),
+            interruption_deleted: Counter::default(),
+            registry: Registry::default(),
+        };
+        r.register(
+            "build",
+            "A metric with a constant '1' value labeled by version from which karpenter was built.",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        r.register(
+            "nodeclaims_created",
+            "Number of nodeclaims created in total by Karpenter. Labeled by reason the nodeclaim was created and the owning nodepool.",
+            m.nodeclaims_created.clone(),
+        );
+        r.register(
+            "nodeclaims_terminated",
+            "Number of nodeclaims terminated in total by Karpenter. Labeled by the owning nodepool.",
+            m.nodeclaims_terminated.clone(),
+        );
+        r.register(
+            "nodeclaims_disrupted",
+            "Number of nodeclaims disrupted in total by Karpenter. Labeled by reason the nodeclaim was disrupted and the owning nodepool.",
+            m.nodeclaims_disrupted.clone(),
+        );
+        r.register(
+            "nodes_created",
+            "Number of nodes created in total by Karpenter. Labeled by owning nodepool.",
+            m.nodes_created.clone(),
+        );
+        r.register(
+            "nodes_terminated",
+            "Number of nodes terminated in total by Karpenter. Labeled by owning nodepool.",
+            m.nodes_terminated.clone(),
+        );
+        r.register(
+            "nodes_allocatable",
+            "Node allocatable are the resources allocatable by nodes.",
+            m.nodes_allocatable.clone(),
+        );
+        r.register(
+            "nodepools_limit",
+            "Limits specified on the nodepool that restrict the quantity of resources provisioned. Labeled by nodepool name and resource type.",
+            m.nodepools_limit.clone(),
+        );
+        r.register(
+            "nodepools_usage",
+            "The amount of resources that have been provisioned for a nodepool. Labeled by nodepool name and resource type.",
+            m.nodepools_usage.clone(),
+        );
+        r.register(
+            "scheduler_scheduling_duration_seconds",
+            "Duration of scheduling simulations used for deprovisioning and provisioning in seconds.",
+            m.scheduling_duration.clone(),
+        );
+        r.register(
+            "scheduler_queue_depth",
+            "The number of pods currently waiting to be scheduled.",
+            m.scheduler_queue_depth.clone(),
+        );
+        r.register(
+            "pods_state",
+            "Pod state is the current state of pods. Labeled by the pod name, namespace, owner, node, nodepool name, zone, architecture, capacity type, instance type and pod phase.",
+            m.pods_state.clone(),
+        );
+        r.register(
+            "pods_startup_duration_seconds",
+            "The time from pod creation until the pod is running.",
+            m.pods_startup_duration.clone(),
+        );
+        r.register(
+            "cloudprovider_duration_seconds",
+            "Duration of cloud provider method calls. Labeled by the controller, method name and provider.",
+            m.cloudprovider_duration.clone(),
+        );
+        r.register(
+            "cloudprovider_errors",
+            "Total number of errors returned from CloudProvider calls.",
+            m.cloudprovider_errors.clone(),
+        );
+        r.register(
+            "cloudprovider_instance_type_offering_price_estimate",
+            "Instance type offering estimated hourly price used when making informed decisions on node cost calculation, based on instance type, capacity type, and zone.",
+            m.offering_price_estimate.clone(),
+        );
+        r.register(
+            "cloudprovider_instance_type_offering_available",
+            "Instance type offering availability, based on instance type, capacity type, and zone",
+            m.offering_available.clone(),
+        );
+        r.register(
+            "cluster_state_node_count",
+            "Current count of nodes in cluster state",
+            m.cluster_state_node_count.clone(),
+        );
+        r.register(
+            "cluster_state_synced",
+            "Returns 1 if cluster state is synced and 0 otherwise. Synced checks that nodeclaims and nodes that are stored in the APIServer have the same representation as Karpenter's cluster state",
+            m.cluster_state_synced.clone(),
+        );
+        r.register(
+            "interruption_received_messages",
+            "Count of messages received from the SQS queue. Broken down by message type.",
+            m.interruption_received.clone(),
+        );
+        r.register(
+            "interruption_deleted_messages",
+            "Count of messages deleted from the SQS queue.",
+            m.interruption_deleted.clone(),
+        );
+        Metrics { registry: r, ..m }
+    }
+
+    /// The OpenMetrics text exposition of every metric (ends with `# EOF`).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail; an error here would be a bug in the encoder, and
+        // an empty scrape is better than a crashed controller.
+        if let Err(e) = text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "encoding metrics");
+        }
+        out
+    }
+
+    /// `karpenter_nodeclaims_created_total{reason,nodepool}` += 1.
+    pub fn nodeclaim_created(&self, nodepool: &str, reason: &str) {
+        let l = labels(["reason", "nodepool"], [reason, nodepool]);
+        self.nodeclaims_created.get_or_create(&l).inc();
+    }
+
+    /// `karpenter_nodeclaims_terminated_total{nodepool}` += 1.
+    pub fn nodeclaim_terminated(&self, nodepool: &str) {
+        let l = labels(["nodepool"], [nodepool]);
+        self.nodeclaims_terminated.get_or_create(&l).inc();
+    }
+
+    /// `karpenter_nodeclaims_disrupted_total{reason,nodepool}` += 1.
+    pub fn nodeclaim_disrupted(&self, nodepool: &str, reason: &str) {
+        let l = labels(["reason", "nodepool"], [reason, nodepool]);
+        self.nodeclaims_disrupted.get_or_create(&l).inc();
+    }
+
+    /// `karpenter_nodes_created_total{nodepool}` += 1.
+    pub fn node_created(&self, nodepool: &str) {
+        let l = labels(["nodepool"], [nodepool]);
+        self.nodes_created.get_or_create(&l).inc();
+    }
+
+    /// `karpenter_nodes_terminated_total{nodepool}` += 1.
+    pub fn node_terminated(&self, nodepool: &str) {
+        let l = labels(["nodepool"], [nodepool]);
+        self.nodes_terminated.get_or_create(&l).inc();
+    }
+
+    /// Sets `karpenter_nodes_allocatable` of one resource (`cpu` in cores, `memory` in bytes,
+    /// `pods`, …) of a node.
+    pub fn set_node_allocatable(&self, node: &NodeLabels, resource_type: &str, value: f64) {
+        let l = node.with_resource(resource_type);
+        self.nodes_allocatable.get_or_create(&l).set(value);
+    }
+
+    /// Forgets a node's `karpenter_nodes_allocatable` series (the node is gone).
+    pub fn remove_node_allocatable(&self, node: &NodeLabels, resource_types: &[&str]) {
+        for r in resource_types {
+            self.nodes_allocatable.remove(&node.with_resource(r));
+        }
+    }
+
+    /// Sets `karpenter_nodepools_limit{nodepool,resource_type}`.
+    pub fn set_nodepool_limit(&self, nodepool: &str, resource_type: &str, value: f64) {
+        let l = labels(["nodepool", "resource_type"], [nodepool, resource_type]);
+        self.nodepools_limit.get_or_create(&l).set(value);
+    }
+
+    /// Sets `karpenter_nodepools_usage{nodepool,resource_type}`.
+    pub fn set_nodepool_usage(&self, nodepool: &str, resource_type: &str, value: f64) {
+        let l = labels(["nodepool", "resource_type"], [nodepool, resource_type]);
+        self.nodepools_usage.get_or_create(&l).set(value);
+    }
+
+    /// Observes one scheduling simulation in
+    /// `karpenter_scheduler_scheduling_duration_seconds{controller}` (`provisioner`,
+    /// `disruption`).
+    pub fn observe_scheduling_duration(&self, controller: &str, took: Duration) {
+        let l = labels(["controller"], [controller]);
+        self.scheduling_duration
+            .get_or_create(&l)
+            .observe(took.as_secs_f64());
+    }
+
+    /// Sets `karpenter_scheduler_queue_depth{controller,scheduling_id}`.
+    pub fn set_scheduler_queue_depth(&self, controller: &str, scheduling_id: &str, depth: usize) {
+        let l = labels(["controller", "scheduling_id"], [controller, scheduling_id]);
+        self.scheduler_queue_depth
+            .get_or_create(&l)
+            .set(depth as f64);
+    }
+
+    /// Forgets a finished simulation's queue depth series, so old ids do not linger.
+    pub fn remove_scheduler_queue_depth(&self, controller: &str, scheduling_id: &str) {
+        let l = labels(["controller", "scheduling_id"], [controller, scheduling_id]);
+        self.scheduler_queue_depth.remove(&l);
+    }
+
+    /// Sets `karpenter_pods_state{…}` to 1 for the pod as described.
+    pub fn set_pod_state(&self, pod: &PodState) {
+        self.pods_state.get_or_create(&pod.labels()).set(1.0);
+    }
+
+    /// Forgets a pod's `karpenter_pods_state` series (call with the previous state when the
+    /// pod changes or goes away).
+    pub fn remove_pod_state(&self, pod: &PodState) {
+        self.pods_state.remove(&pod.labels());
+    }
+
+    /// Observes `karpenter_pods_startup_duration_seconds` (creation to running). Karpenter
+    /// uses a summary; prometheus-client has none, so this is a histogram of the same name.
+    pub fn observe_pod_startup(&self, took: Duration) {
+        self.pods_startup_duration.observe(took.as_secs_f64());
+    }
+
+    /// Observes `karpenter_cloudprovider_duration_seconds{controller,method,provider}`.
+    pub fn observe_cloudprovider_call(
+        &self,
+        controller: &str,
+        method: &str,
+        provider: &str,
+        took: Duration,
+    ) {
+        let l = labels(
+            ["controller", "method", "provider"],
+            [controller, method, provider],
+        );
+        self.cloudprovider_duration
+            .get_or_create(&l)
+            .observe(took.as_secs_f64());
+    }
+
+    /// `karpenter_cloudprovider_errors_total{controller,method,provider,error}` += 1.
+    pub fn cloudprovider_error(&self, controller: &str, method: &str, provider: &str, error: &str) {
+        let l = labels(
+            ["controller", "method", "provider", "error"],
+            [controller, method, provider, error],
+        );
+        self.cloudprovider_errors.get_or_create(&l).inc();
+    }
+
+    /// Sets `karpenter_cloudprovider_instance_type_offering_price_estimate` (hourly price).
+    pub fn set_offering_price_estimate(
+        &self,
+        instance_type: &str,
+        capacity_type: &str,
+        zone: &str,
+        price: f64,
+    ) {
+        let l = labels(
+            ["instance_type", "capacity_type", "zone"],
+            [instance_type, capacity_type, zone],
+        );
+        self.offering_price_estimate.get_or_create(&l).set(price);
+    }
+
+    /// Sets `karpenter_cloudprovider_instance_type_offering_available` (1 or 0).
+    pub fn set_offering_available(
+        &self,
+        instance_type: &str,
+        capacity_type: &str,
+        zone: &str,
+        available: bool,
+    ) {
+        let l = labels(
+            ["instance_type", "capacity_type", "zone"],
+            [instance_type, capacity_type, zone],
+        );
+        let v = if available { 1.0 } else { 0.0 };
+        self.offering_available.get_or_create(&l).set(v);
+    }
+
+    /// Sets `karpenter_cluster_state_node_count`.
+    pub fn set_cluster_state_node_count(&self, count: usize) {
+        self.cluster_state_node_count.set(count as f64);
+    }
+
+    /// Sets `karpenter_cluster_state_synced` (1 or 0).
+    pub fn set_cluster_state_synced(&self, synced: bool) {
+        self.cluster_state_synced
+            .set(if synced { 1.0 } else { 0.0 });
+    }
+
+    /// `karpenter_interruption_received_messages_total{message_type}` += 1 (e.g.
+    /// `spot_interrupted`, `scheduled_change`, `no_op`).
+    pub fn interruption_message_received(&self, message_type: &str) {
+        let l = labels(["message_type"], [message_type]);
+        self.interruption_received.get_or_create(&l).inc();
+    }
+
+    /// `karpenter_interruption_deleted_messages_total` += 1.
+    pub fn interruption_message_deleted(&self) {
+        self.interruption_deleted.inc();
+    }
+}
+
+#[cfg(test)]
+mod tests;

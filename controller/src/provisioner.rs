@@ -1,0 +1,295 @@
+//! The provisioner: batches pending pods, asks `core` where they go, creates the NodeClaims the
+//! decision calls for and tells each pod (events) where it should land or why it cannot.
+//!
+//! Batching is Karpenter's: a batch opens at the first pod change and closes when no change
+//! came for `BATCH_IDLE_DURATION` or `BATCH_MAX_DURATION` has passed. A pass also runs every
+//! [`RECHECK_INTERVAL`] so pods left pending (capacity errors, limits, a claim deleted by its
+//! TTL) are looked at again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use karpenter_core::api::NodeClaim;
+use karpenter_core::ingest::is_pending_unschedulable;
+use karpenter_core::instance_type::InstanceType;
+use karpenter_core::scheduling::{SolveOptions, solve};
+use karpenter_providers::{CloudProvider, NodePoolRef};
+use kube_client::api::{Api, PostParams};
+use kube_client::runtime::events::{Event, EventType, Recorder};
+use kube_client::{Client, Resource};
+
+use crate::cluster::{ClusterObjects, build_snapshot, node_claim_for, pod_key};
+use crate::metrics::Metrics;
+use crate::state::ClusterState;
+
+/// The `controller` label of the provisioner's metrics.
+const CONTROLLER: &str = "provisioner";
+
+/// The `scheduling_id` label: one series, the depth of the batch being solved.
+const BATCH_ID: &str = "batch";
+
+/// How often pending pods are looked at without any change.
+pub const RECHECK_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How long to wait for newly created NodeClaims to show up in the store before the next pass
+/// (a pass that did not see them would launch for the same pods again).
+const CLAIM_VISIBILITY_DEADLINE: Duration = Duration::from_secs(15);
+
+/// What one provisioning pass did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PassOutcome {
+    /// Pending pods considered.
+    pub pending_pods: usize,
+    /// Names of the NodeClaims created.
+    pub created: Vec<String>,
+    /// Pods that could not be placed, with core's reason.
+    pub unschedulable: usize,
+}
+
+/// The provisioning loop.
+pub struct Provisioner {
+    client: Client,
+    state: ClusterState,
+    provider: Arc<dyn CloudProvider>,
+    metrics: Arc<Metrics>,
+    recorder: Recorder,
+    batch_idle: Duration,
+    batch_max: Duration,
+}
+
+impl Provisioner {
+    /// A provisioner over the given state and provider.
+    pub fn new(
+        client: Client,
+        state: ClusterState,
+        provider: Arc<dyn CloudProvider>,
+        metrics: Arc<Metrics>,
+        recorder: Recorder,
+        batch_idle: Duration,
+        batch_max: Duration,
+    ) -> Provisioner {
+        Provisioner {
+            client,
+            state,
+            provider,
+            metrics,
+            recorder,
+            batch_idle,
+            batch_max,
+        }
+    }
+
+    /// Runs forever: wait for a batch, provision, repeat.
+    pub async fn run(self) {
+        loop {
+            self.wait_for_batch().await;
+            let started = Instant::now();
+            match self.provision_once().await {
+                Ok(outcome) => {
+                    if outcome.pending_pods > 0 {
+                        tracing::info!(
+                            pending = outcome.pending_pods,
+                            created = outcome.created.len(),
+                            unschedulable = outcome.unschedulable,
+                            duration_ms = started.elapsed().as_millis() as u64,
+                            "provisioning pass"
+                        );
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "provisioning pass failed"),
+            }
+        }
+    }
+
+    fn pending_count(&self) -> usize {
+        self.state
+            .pods
+            .state()
+            .iter()
+            .filter(|p| is_pending_unschedulable(p))
+            .count()
+    }
+
+    /// Returns when a batch of pending pods is ready: after the idle window without pod
+    /// changes, or the max window, or the periodic re-check.
+    async fn wait_for_batch(&self) {
+        loop {
+            let tick = tokio::time::sleep(RECHECK_INTERVAL);
+            tokio::select! {
+                _ = self.state.pod_changed.notified() => {}
+                _ = tick => {}
+            }
+            if self.pending_count() == 0 {
+                continue;
+            }
+            let opened = tokio::time::Instant::now();
+            let max = opened + self.batch_max;
+            loop {
+                let idle = tokio::time::Instant::now() + self.batch_idle;
+                let deadline = idle.min(max);
+                tokio::select! {
+                    _ = self.state.pod_changed.notified() => {
+                        if tokio::time::Instant::now() >= max { break; }
+                    }
+                    _ = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+            self.metrics
+                .set_scheduler_queue_depth(CONTROLLER, BATCH_ID, self.pending_count());
+            return;
+        }
+    }
+
+    /// One pass: snapshot, solve, create claims, emit events.
+    pub async fn provision_once(&self) -> Result<PassOutcome, kube_client::Error> {
+        let (pools, bad_pools) = self.state.pools();
+        for e in bad_pools {
+            tracing::warn!(error = %e, "NodePool skipped");
+        }
+        let mut instance_types: BTreeMap<String, Vec<InstanceType>> = BTreeMap::new();
+        for pool in &pools {
+            let key = NodePoolRef {
+                name: pool.name().to_owned(),
+                node_class: pool.node_class().to_owned(),
+            };
+            match self.provider.instance_types(&key).await {
+                Ok(types) => {
+                    instance_types.insert(key.name, types);
+                }
+                Err(e) => tracing::warn!(nodepool = %key.name, error = %e, "no instance types"),
+            }
+        }
+        let pods = self.state.pods.state();
+        let nodes = self.state.nodes.state();
+        let claims = self.state.node_claims.state();
+        let daemon_sets = self.state.daemon_sets.state();
+        let built = build_snapshot(&ClusterObjects {
+            pods: &pods,
+            nodes: &nodes,
+            pools: &pools,
+            claims: &claims,
+            daemon_sets: &daemon_sets,
+            instance_types: &instance_types,
+        });
+        for p in &built.problems {
+            tracing::warn!(problem = %p, "object left out of scheduling");
+        }
+        let mut outcome = PassOutcome {
+            pending_pods: built.snapshot.pods.len(),
+            ..PassOutcome::default()
+        };
+        if built.snapshot.pods.is_empty() {
+            return Ok(outcome);
+        }
+        let started = Instant::now();
+        let decision = solve(&built.snapshot, &SolveOptions::default());
+        self.metrics
+            .observe_scheduling_duration(CONTROLLER, started.elapsed());
+
+        let pods_by_key: BTreeMap<_, &Arc<Pod>> = pods.iter().map(|p| (pod_key(p), p)).collect();
+        let api: Api<NodeClaim> = Api::all(self.client.clone());
+        for new in &decision.new_node_claims {
+            let Some(pool) = pools.iter().find(|p| p.name() == new.node_pool) else {
+                continue;
+            };
+            let claim = node_claim_for(new, pool);
+            let created = api.create(&PostParams::default(), &claim).await?;
+            let name = created.metadata.name.clone().unwrap_or_default();
+            self.metrics
+                .nodeclaim_created(&new.node_pool, crate::metrics::reason::PROVISIONED);
+            tracing::info!(
+                nodeclaim = %name,
+                nodepool = %new.node_pool,
+                pods = new.pods.len(),
+                instance_types = %summarize_types(new),
+                "created nodeclaim"
+            );
+            for key in &new.pods {
+                if let Some(pod) = pods_by_key.get(key) {
+                    self.event(
+                        pod,
+                        EventType::Normal,
+                        "Nominated",
+                        format!("Pod should schedule on: nodeclaim/{name}"),
+                    )
+                    .await;
+                }
+            }
+            outcome.created.push(name);
+        }
+        for u in &decision.unschedulable {
+            if let Some(pod) = pods_by_key.get(&u.pod) {
+                self.event(
+                    pod,
+                    EventType::Warning,
+                    "FailedScheduling",
+                    format!("Failed to schedule pod, {}", u.reason),
+                )
+                .await;
+            }
+        }
+        outcome.unschedulable = decision.unschedulable.len();
+        self.wait_for_claims(&outcome.created).await;
+        Ok(outcome)
+    }
+
+    /// Polls the store until the created claims are visible, with a deadline.
+    async fn wait_for_claims(&self, names: &[String]) {
+        if names.is_empty() {
+            return;
+        }
+        let wanted: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+        let deadline = Instant::now() + CLAIM_VISIBILITY_DEADLINE;
+        while Instant::now() < deadline {
+            let seen = self
+                .state
+                .node_claims
+                .state()
+                .iter()
+                .filter(|c| {
+                    c.metadata
+                        .name
+                        .as_deref()
+                        .is_some_and(|n| wanted.contains(n))
+                })
+                .count();
+            if seen == wanted.len() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tracing::warn!(claims = ?names, "created nodeclaims not visible yet");
+    }
+
+    async fn event(&self, pod: &Pod, type_: EventType, reason: &str, note: String) {
+        let reference: ObjectReference = pod.object_ref(&());
+        let ev = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: "Provisioning".to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &reference).await {
+            tracing::debug!(error = %e, "event not recorded");
+        }
+    }
+}
+
+/// `m5.large, c5.large and 3 other(s)` for logs.
+fn summarize_types(claim: &karpenter_core::scheduling::NewNodeClaim) -> String {
+    let names: Vec<&str> = claim
+        .instance_types
+        .iter()
+        .take(3)
+        .map(|o| o.name.as_str())
+        .collect();
+    let rest = claim.instance_types.len().saturating_sub(names.len());
+    if rest > 0 {
+        format!("{} and {rest} other(s)", names.join(", "))
+    } else {
+        names.join(", ")
+    }
+}
