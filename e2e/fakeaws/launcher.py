@@ -4,7 +4,7 @@
 Started (detached) by `cargo xtask aws up` from the venv the xtask manages; never shipped.
 
 What it adds to a plain moto server, before reporting ready:
-  * the EKS optimized AMI SSM parameters (AL2, AL2023, Bottlerocket) for Kubernetes 1.28-1.33,
+  * the EKS optimized AMI SSM parameters (AL2, AL2023, Bottlerocket) for Kubernetes 1.20 (the local control plane) and 1.28-1.33,
     each pointing at an AMI registered in moto with an EKS-like name and the right architecture
     (moto has none of them, and PutParameter under /aws/ is refused, as on AWS, so they are written
     into moto's SSM backend directly);
@@ -44,7 +44,9 @@ from moto.moto_server.werkzeug_app import (
 from moto.sqs.models import sqs_backends
 from moto.ssm.models import Parameter, ssm_backends
 
-K8S_VERSIONS = ["1.28", "1.29", "1.30", "1.31", "1.32", "1.33"]
+# 1.20 is the local control plane's own version (`cargo xtask cluster`): AMI aliases resolve
+# through the parameters of the cluster's version, as on EKS.
+K8S_VERSIONS = ["1.20", "1.28", "1.29", "1.30", "1.31", "1.32", "1.33"]
 EKS_RELEASE = "v20241024"
 BOTTLEROCKET_RELEASE = "v1.26.1-943d9a41"
 # Owners of the public AMIs on AWS: EKS (602401143452) and Bottlerocket (092701018921).
@@ -230,6 +232,22 @@ def seed_account(endpoint, region, cluster):
         ],
     )["GroupId"]
     queue_url = client("sqs", endpoint, region).create_queue(QueueName=cluster)["QueueUrl"]
+    # The node role users create for Karpenter's nodes; EC2NodeClasses name it in `role`.
+    client("iam", endpoint, region).create_role(
+        RoleName=f"KarpenterNodeRole-{cluster}",
+        AssumeRolePolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "ec2.amazonaws.com"},
+                        "Action": "sts:AssumeRole",
+                    }
+                ],
+            }
+        ),
+    )
     return {
         "endpoint": endpoint,
         "region": region,

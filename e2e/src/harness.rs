@@ -58,6 +58,16 @@ impl Ctx {
         c
     }
 
+    /// A simulator that sees the instances tagged `key=value` (e.g. the controller's
+    /// `karpenter.sh/nodepool=<pool>`).
+    pub fn sim_config_for_tag(&self, key: &str, value: &str) -> SimConfig {
+        let mut c = SimConfig::new(&self.env.aws.cluster_name)
+            .with_filter(format!("tag:{key}"), vec![value.to_owned()]);
+        c.poll_interval = Duration::from_millis(500);
+        c.node.region = Some(self.env.aws.region.clone());
+        c
+    }
+
     /// Starts a node simulator with `config`.
     pub fn start_sim(&self, config: SimConfig) -> SimHandle {
         NodeSimulator::start(self.kube.clone(), self.ec2.clone(), config)

@@ -5,6 +5,7 @@
 //! [`env`], and runs this crate's tests. None of this ships in the controller.
 
 pub mod contract;
+pub mod controller;
 pub mod env;
 pub mod fault_proxy;
 pub mod harness;

@@ -80,8 +80,16 @@ pub fn run_suite(args: &E2eArgs) -> anyhow::Result<(u64, u64)> {
         state_dir: state_dir.clone(),
         keep: args.keep,
     };
-    // Build the test binaries first: the bed should not idle through a long compile.
+    // Build the test binaries and the controller they start first: the bed should not idle
+    // through a long compile.
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = Command::new(&cargo)
+        .args(["build", "-p", "karpenter", "--bin", "karpenter"])
+        .status()
+        .context("could not start cargo build")?;
+    if !built.success() {
+        bail!("building the controller failed ({built})");
+    }
     let built = Command::new(&cargo)
         .args(["test", "-p", "karpenter-e2e", "--no-run"])
         .status()

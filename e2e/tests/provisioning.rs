@@ -1,0 +1,310 @@
+//! The `karpenter` controller end to end: pending pods → NodeClaims → CreateFleet on the fake
+//! EC2 → simulated kubelets → pods Running. Needs the e2e bed (`cargo xtask e2e`).
+//!
+//! Each test starts its own controller process. A controller acts on every pending pod in the
+//! cluster, so the tests of this file take [`serial`] and run one at a time.
+
+use std::collections::BTreeSet;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use karpenter_core::api::NodeClaim;
+use karpenter_e2e::controller::{ControllerProcess, install_crds};
+use karpenter_e2e::harness::*;
+use kube_client::ResourceExt;
+use kube_client::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
+use kube_client::core::{ApiResource, GroupVersionKind};
+use serde_json::json;
+use tokio::sync::{Mutex, MutexGuard};
+
+/// One controller at a time.
+async fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: OnceLock<Mutex<()>> = OnceLock::new();
+    LOCK.get_or_init(|| Mutex::new(())).lock().await
+}
+
+fn resource(group: &str, version: &str, kind: &str) -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind))
+}
+
+/// The seed deployment's staging NodePool and EC2NodeClass, as v1beta1 (Karpenter 0.36)
+/// manifests: t/m/r/c, maxPods 110 on the pool, AL2 with prefix delegation in userData,
+/// subnets and security groups discovered by tag.
+async fn apply_staging(ctx: &Ctx, name: &str, extra_requirements: serde_json::Value) {
+    let classes: Api<DynamicObject> = Api::all_with(
+        ctx.kube.clone(),
+        &resource("karpenter.k8s.aws", "v1beta1", "EC2NodeClass"),
+    );
+    let class: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "karpenter.k8s.aws/v1beta1",
+        "kind": "EC2NodeClass",
+        "metadata": {"name": name},
+        "spec": {
+            "amiFamily": "AL2",
+            "role": format!("KarpenterNodeRole-{}", ctx.env.aws.cluster_name),
+            "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": ctx.env.aws.cluster_name}}],
+            "securityGroupSelectorTerms": [{"tags": {"karpenter.sh/discovery": ctx.env.aws.cluster_name}}],
+            "userData": "#!/bin/bash\nexport ENABLE_PREFIX_DELEGATION=true\nexport WARM_PREFIX_TARGET=1\n",
+        },
+    }))
+    .unwrap();
+    classes
+        .create(&PostParams::default(), &class)
+        .await
+        .expect("create EC2NodeClass");
+    let pools: Api<DynamicObject> = Api::all_with(
+        ctx.kube.clone(),
+        &resource("karpenter.sh", "v1beta1", "NodePool"),
+    );
+    let mut requirements = vec![
+        json!({"key": "karpenter.k8s.aws/instance-category", "operator": "In", "values": ["t", "m", "r", "c"]}),
+        json!({"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]}),
+        json!({"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}),
+    ];
+    if let Some(extra) = extra_requirements.as_array() {
+        requirements.extend(extra.iter().cloned());
+    }
+    let pool: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "karpenter.sh/v1beta1",
+        "kind": "NodePool",
+        "metadata": {"name": name},
+        "spec": {
+            "template": {
+                "metadata": {"labels": {TEST_LABEL: ctx.id}},
+                "spec": {
+                    "nodeClassRef": {"apiVersion": "karpenter.k8s.aws/v1beta1", "kind": "EC2NodeClass", "name": name},
+                    "requirements": requirements,
+                    "kubelet": {"maxPods": 110},
+                },
+            },
+            "disruption": {"consolidationPolicy": "WhenUnderutilized", "expireAfter": "720h"},
+        },
+    }))
+    .unwrap();
+    pools
+        .create(&PostParams::default(), &pool)
+        .await
+        .expect("create NodePool");
+}
+
+async fn create_deployment(ctx: &Ctx, name: &str, replicas: i32, cpu: &str, memory: &str) {
+    let namespaces: Api<Namespace> = Api::all(ctx.kube.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": ctx.id}})).unwrap();
+    let _ = namespaces.create(&PostParams::default(), &ns).await;
+    let deployments: Api<Deployment> = Api::namespaced(ctx.kube.clone(), &ctx.id);
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "nodeSelector": {TEST_LABEL: ctx.id},
+                    "containers": [{
+                        "name": "app", "image": "registry.k8s.io/pause:3.2",
+                        "resources": {"requests": {"cpu": cpu, "memory": memory}},
+                    }],
+                },
+            },
+        },
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .expect("create Deployment");
+}
+
+async fn running_pods(ctx: &Ctx) -> Vec<Pod> {
+    let pods: Api<Pod> = Api::namespaced(ctx.kube.clone(), &ctx.id);
+    pods.list(&ListParams::default())
+        .await
+        .map(|l| l.items.into_iter().filter(pod_running_ready).collect())
+        .unwrap_or_default()
+}
+
+async fn claims_of(ctx: &Ctx, pool: &str) -> Vec<NodeClaim> {
+    let api: Api<NodeClaim> = Api::all(ctx.kube.clone());
+    api.list(&ListParams::default().labels(&format!("karpenter.sh/nodepool={pool}")))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+}
+
+/// Deletes the pool (its claims go with it through owner references and the controller's
+/// finalizer terminates their instances) and the class, and waits for the instances to go.
+async fn teardown(ctx: &Ctx, pool: &str) {
+    let pools: Api<DynamicObject> = Api::all_with(
+        ctx.kube.clone(),
+        &resource("karpenter.sh", "v1", "NodePool"),
+    );
+    let _ = pools.delete(pool, &DeleteParams::default()).await;
+    let claims: Api<NodeClaim> = Api::all(ctx.kube.clone());
+    for c in claims_of(ctx, pool).await {
+        let _ = claims.delete(&c.name_any(), &DeleteParams::default()).await;
+    }
+    eventually("nodeclaims gone", Duration::from_secs(120), || async {
+        claims_of(ctx, pool).await.is_empty().then_some(())
+    })
+    .await;
+    let classes: Api<DynamicObject> = Api::all_with(
+        ctx.kube.clone(),
+        &resource("karpenter.k8s.aws", "v1", "EC2NodeClass"),
+    );
+    let _ = classes.delete(pool, &DeleteParams::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_pods_on_the_staging_pool_get_nodes_from_the_controller() {
+    karpenter_e2e::install_crypto_provider();
+    let _serial = serial().await;
+    run("prov50", |ctx| async move {
+        install_crds(&ctx.kube).await;
+        let pool = format!("staging-{}", &ctx.id[ctx.id.len() - 5..]);
+        let controller = ControllerProcess::start(&ctx.env, "prov50", &[]);
+        let _sim = ctx.start_sim(ctx.sim_config_for_tag("karpenter.sh/nodepool", &pool));
+        apply_staging(&ctx, &pool, json!([])).await;
+        let started = Instant::now();
+        create_deployment(&ctx, "web", 50, "500m", "512Mi").await;
+
+        let result = tokio::time::timeout(Duration::from_secs(240), async {
+            eventually("50 pods Running", Duration::from_secs(240), || async {
+                (running_pods(&ctx).await.len() == 50).then_some(())
+            })
+            .await
+        })
+        .await;
+        assert!(
+            result.is_ok(),
+            "pods did not all run; controller log tail:\n{}",
+            controller.log_tail(60)
+        );
+        eprintln!("50 pods Running after {:?}", started.elapsed());
+
+        // Every claim went through the lifecycle and its node carries the pool's labels.
+        let claims = claims_of(&ctx, &pool).await;
+        assert!(!claims.is_empty());
+        for c in &claims {
+            let status = c.status.as_ref().expect("claim status");
+            for cond in ["Launched", "Registered", "Initialized", "Ready"] {
+                assert!(
+                    status.is_true(cond),
+                    "{} not {cond}: {status:?}",
+                    c.name_any()
+                );
+            }
+            let types = c.labels().get("node.kubernetes.io/instance-type").cloned();
+            let category = c
+                .labels()
+                .get("karpenter.k8s.aws/instance-category")
+                .cloned();
+            assert!(
+                matches!(category.as_deref(), Some("t" | "m" | "r" | "c")),
+                "{} launched {types:?} of category {category:?}",
+                c.name_any()
+            );
+        }
+        let nodes: Api<Node> = Api::all(ctx.kube.clone());
+        let pool_nodes = nodes
+            .list(&ListParams::default().labels(&format!("karpenter.sh/nodepool={pool}")))
+            .await
+            .expect("list nodes")
+            .items;
+        assert_eq!(pool_nodes.len(), claims.len(), "one node per claim");
+        for n in &pool_nodes {
+            assert_eq!(
+                n.labels()
+                    .get("karpenter.sh/registered")
+                    .map(String::as_str),
+                Some("true")
+            );
+            assert_eq!(n.labels().get(TEST_LABEL), Some(&ctx.id));
+        }
+
+        // Subnets: only the tagged ones, and per zone the one with the most free IPs.
+        let tagged: BTreeSet<&str> = ctx.env.aws.subnets.iter().map(|s| s.id.as_str()).collect();
+        let out = ctx
+            .ec2
+            .describe_instances()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("tag:karpenter.sh/nodepool")
+                    .values(&pool)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("DescribeInstances");
+        let instances: Vec<_> = out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter(|i| i.state().and_then(|s| s.name()).map(|s| s.as_str()) == Some("running"))
+            .collect();
+        assert_eq!(instances.len(), claims.len());
+        for i in &instances {
+            let subnet = i.subnet_id().unwrap_or_default();
+            assert!(
+                tagged.contains(subnet),
+                "instance in untagged subnet {subnet}"
+            );
+        }
+
+        // The launch template carries the merged userData: the user's prefix delegation first,
+        // then the bootstrap with maxPods 110 from the v1beta1 pool.
+        let templates = ctx
+            .ec2
+            .describe_launch_templates()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("tag:karpenter.sh/nodepool")
+                    .values(&pool)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("DescribeLaunchTemplates");
+        assert_eq!(
+            templates.launch_templates().len(),
+            1,
+            "one template for one image and maxPods"
+        );
+        let lt_id = templates.launch_templates()[0]
+            .launch_template_id()
+            .expect("template id")
+            .to_string();
+        let versions = ctx
+            .ec2
+            .describe_launch_template_versions()
+            .launch_template_id(&lt_id)
+            .send()
+            .await
+            .expect("DescribeLaunchTemplateVersions");
+        let encoded = versions.launch_template_versions()[0]
+            .launch_template_data()
+            .and_then(|d| d.user_data())
+            .expect("launch template has userData");
+        let user_data = String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .expect("userData is base64"),
+        )
+        .expect("userData is text");
+        let prefix = user_data
+            .find("ENABLE_PREFIX_DELEGATION=true")
+            .expect("user's script kept");
+        let bootstrap = user_data
+            .find("/etc/eks/bootstrap.sh")
+            .expect("bootstrap present");
+        assert!(prefix < bootstrap, "user's script runs before bootstrap");
+        assert!(user_data.contains("--max-pods=110"), "{user_data}");
+
+        teardown(&ctx, &pool).await;
+        drop(controller);
+    })
+    .await;
+}
