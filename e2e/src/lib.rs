@@ -10,6 +10,7 @@ pub mod env;
 pub mod fault_proxy;
 pub mod harness;
 pub mod node_sim;
+pub mod scenario;
 
 /// Makes ring rustls's process-wide crypto provider. This crate links rustls with both ring
 /// (through kube) and aws-lc-rs (through the AWS SDK), and rustls refuses to guess; a no-op

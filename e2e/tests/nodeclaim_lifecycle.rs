@@ -1,0 +1,221 @@
+//! NodeClaim lifecycle through the real controller: deleting a claim terminates its instance,
+//! a node that never joins is deleted after the registration TTL, and an instance a crashed
+//! controller left without a NodeClaim is garbage-collected. Needs the e2e bed.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::types::{InstanceType, ResourceType, TagSpecification};
+use karpenter_core::api::NodeClaim;
+use karpenter_e2e::controller::{ControllerProcess, install_crds};
+use karpenter_e2e::harness::*;
+use karpenter_e2e::scenario::*;
+use kube_client::ResourceExt;
+use kube_client::api::{Api, DeleteParams};
+use serde_json::json;
+
+/// `State.Name` of an instance (`running`, `shutting-down`, `terminated`, …).
+async fn instance_state(ctx: &Ctx, id: &str) -> Option<String> {
+    let out = ctx
+        .ec2
+        .describe_instances()
+        .instance_ids(id)
+        .send()
+        .await
+        .ok()?;
+    out.reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .find_map(|i| i.state()?.name().map(|n| n.as_str().to_owned()))
+}
+
+fn gone(state: Option<String>) -> bool {
+    matches!(
+        state.as_deref(),
+        None | Some("shutting-down" | "terminated")
+    )
+}
+
+fn instance_id(claim: &NodeClaim) -> Option<String> {
+    let id = claim.status.as_ref()?.provider_id.as_deref()?;
+    Some(id.rsplit('/').next()?.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deleting_a_nodeclaim_terminates_its_instance_and_node() {
+    karpenter_e2e::install_crypto_provider();
+    let _serial = serial().await;
+    run("lcdel", |ctx| async move {
+        install_crds(&ctx.kube).await;
+        let pool = pool_name(&ctx, "lcdel");
+        let controller = ControllerProcess::start(&ctx.env, "lc-delete", &[]);
+        let _sim = ctx.start_sim(ctx.sim_config_for_tag("karpenter.sh/nodepool", &pool));
+        apply_staging(&ctx, &pool, json!([])).await;
+        create_deployment(&ctx, "one", 1, "500m", "256Mi").await;
+        let claim = eventually(
+            "a registered nodeclaim",
+            Duration::from_secs(120),
+            || async {
+                claims_of(&ctx, &pool)
+                    .await
+                    .into_iter()
+                    .find(|c| c.status.as_ref().is_some_and(|s| s.is_true("Registered")))
+            },
+        )
+        .await;
+        let id = instance_id(&claim).expect("registered claim has a provider id");
+        let node_name = claim
+            .status
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .expect("registered claim names its node");
+        assert_eq!(instance_state(&ctx, &id).await.as_deref(), Some("running"));
+
+        let claims: Api<NodeClaim> = Api::all(ctx.kube.clone());
+        claims
+            .delete(&claim.name_any(), &DeleteParams::default())
+            .await
+            .expect("delete nodeclaim");
+        eventually("instance terminated", Duration::from_secs(60), || async {
+            gone(instance_state(&ctx, &id).await).then_some(())
+        })
+        .await;
+        eventually("node and claim gone", Duration::from_secs(60), || async {
+            let node_left = ctx.nodes().await.iter().any(|n| n.name_any() == node_name);
+            let claim_left = claims.get_opt(&claim.name_any()).await.ok().flatten();
+            (!node_left && claim_left.is_none()).then_some(())
+        })
+        .await;
+        assert!(
+            !controller.log_tail(400).contains("panicked"),
+            "controller panicked"
+        );
+        teardown(&ctx, &pool).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_never_joins_is_deleted_after_the_registration_ttl() {
+    karpenter_e2e::install_crypto_provider();
+    let _serial = serial().await;
+    run("lcttl", |ctx| async move {
+        install_crds(&ctx.kube).await;
+        let pool = pool_name(&ctx, "lcttl");
+        // No simulator for this pool: its instances never become nodes.
+        let _controller =
+            ControllerProcess::start(&ctx.env, "lc-ttl", &[("REGISTRATION_TTL", "8s")]);
+        apply_staging(&ctx, &pool, json!([])).await;
+        create_deployment(&ctx, "one", 1, "500m", "256Mi").await;
+        let claim = eventually("a launched nodeclaim", Duration::from_secs(120), || async {
+            claims_of(&ctx, &pool)
+                .await
+                .into_iter()
+                .find(|c| c.status.as_ref().is_some_and(|s| s.is_true("Launched")))
+        })
+        .await;
+        let launched_at = Instant::now();
+        let id = instance_id(&claim).expect("launched claim has a provider id");
+        let uid = claim.uid().expect("claim uid");
+        eventually(
+            "the claim deleted and its instance terminated",
+            Duration::from_secs(60),
+            || async {
+                let still = claims_of(&ctx, &pool)
+                    .await
+                    .iter()
+                    .any(|c| c.uid().as_deref() == Some(uid.as_str()));
+                (!still && gone(instance_state(&ctx, &id).await)).then_some(())
+            },
+        )
+        .await;
+        let waited = launched_at.elapsed();
+        eprintln!("never-joined claim removed {waited:?} after it was seen launched");
+        // Not before the TTL (minus the time it took us to see the launch).
+        assert!(
+            waited >= Duration::from_secs(5),
+            "deleted too early: {waited:?}"
+        );
+        teardown(&ctx, &pool).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_instance_without_a_nodeclaim_is_garbage_collected() {
+    karpenter_e2e::install_crypto_provider();
+    let _serial = serial().await;
+    run("lcgc", |ctx| async move {
+        install_crds(&ctx.kube).await;
+        let cluster = ctx.env.aws.cluster_name.clone();
+        // What a controller that crashed between CreateFleet and writing the claim leaves.
+        let tags = TagSpecification::builder()
+            .resource_type(ResourceType::Instance)
+            .tags(tag("karpenter.sh/nodepool", "crashed"))
+            .tags(tag("karpenter.sh/nodeclaim", "crashed-abcde"))
+            .tags(tag("eks:eks-cluster-name", &cluster))
+            .tags(tag(&format!("kubernetes.io/cluster/{cluster}"), "owned"))
+            .tags(tag(TEST_TAG, &ctx.id))
+            .build();
+        let out = ctx
+            .ec2
+            .run_instances()
+            .image_id(ctx.image_id().await)
+            .instance_type(InstanceType::M5Large)
+            .subnet_id(&ctx.env.aws.subnets[0].id)
+            .min_count(1)
+            .max_count(1)
+            .tag_specifications(tags)
+            .send()
+            .await
+            .expect("RunInstances");
+        let id = out.instances()[0]
+            .instance_id()
+            .expect("instance id")
+            .to_owned();
+        // An instance of another cluster must survive.
+        let foreign = ctx
+            .ec2
+            .run_instances()
+            .image_id(ctx.image_id().await)
+            .instance_type(InstanceType::M5Large)
+            .subnet_id(&ctx.env.aws.subnets[0].id)
+            .min_count(1)
+            .max_count(1)
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Instance)
+                    .tags(tag("karpenter.sh/nodepool", "crashed"))
+                    .tags(tag("eks:eks-cluster-name", "another-cluster"))
+                    .tags(tag(TEST_TAG, &ctx.id))
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("RunInstances");
+        let foreign_id = foreign.instances()[0]
+            .instance_id()
+            .expect("instance id")
+            .to_owned();
+
+        let started = Instant::now();
+        let controller = ControllerProcess::start(&ctx.env, "lc-gc", &[]);
+        eventually(
+            "leaked instance terminated",
+            Duration::from_secs(60),
+            || async { gone(instance_state(&ctx, &id).await).then_some(()) },
+        )
+        .await;
+        eprintln!("leaked instance collected after {:?}", started.elapsed());
+        assert_eq!(
+            instance_state(&ctx, &foreign_id).await.as_deref(),
+            Some("running"),
+            "another cluster's instance was touched"
+        );
+        let calls = controller.proxy.calls();
+        assert!(
+            calls.iter().any(|c| c.action == "TerminateInstances"),
+            "the controller terminated it"
+        );
+    })
+    .await;
+}
