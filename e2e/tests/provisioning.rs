@@ -161,6 +161,40 @@ async fn fifty_pods_on_the_staging_pool_get_nodes_from_the_controller() {
         assert!(prefix < bootstrap, "user's script runs before bootstrap");
         assert!(user_data.contains("--max-pods=110"), "{user_data}");
 
+        // Metrics under Karpenter's names, and the pods were told where they go.
+        let metrics = controller.scrape_metrics().await.expect("GET /metrics");
+        let created: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("karpenter_nodeclaims_created_total{"))
+            .filter(|l| l.contains(&format!("nodepool=\"{pool}\"")))
+            .filter(|l| l.contains("reason=\"provisioned\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert_eq!(
+            created,
+            claims.len() as f64,
+            "nodeclaims created:\n{metrics}"
+        );
+        assert!(
+            metrics.contains("karpenter_cluster_state_synced 1"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("karpenter_cloudprovider_duration_seconds_count{"),
+            "{metrics}"
+        );
+        let events: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(ctx.kube.clone(), &ctx.id);
+        let nominated = events
+            .list(&ListParams::default())
+            .await
+            .expect("list events")
+            .items
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("Nominated"))
+            .count();
+        assert!(nominated > 0, "no Nominated events");
+
         teardown(&ctx, &pool).await;
         drop(controller);
     })
