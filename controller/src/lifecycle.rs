@@ -31,7 +31,10 @@ use crate::state::ClusterState;
 
 mod decide;
 
-pub use decide::{LifecycleStep, is_initialized, next_step, registration_patch};
+pub use decide::{
+    LifecycleStep, has_unregistered_taint, is_initialized, next_step, registration_patch,
+    unregistered_taint_removal,
+};
 
 /// Finalizer Karpenter puts on NodeClaims (and Nodes) it must clean up after.
 pub const TERMINATION_FINALIZER: &str = "karpenter.sh/termination";
@@ -106,6 +109,13 @@ pub enum LifecycleError {
     Finalizer(String),
 }
 
+impl LifecycleError {
+    /// Whether the API server refused a write because the object changed since it was read.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, LifecycleError::Kube(kube_client::Error::Api(e)) if e.code == 409)
+    }
+}
+
 /// Runs the NodeClaim controller until the process ends. Node changes trigger the claim with
 /// the same provider id.
 pub async fn run(ctx: Arc<LifecycleContext>) {
@@ -133,6 +143,11 @@ pub async fn run(ctx: Arc<LifecycleContext>) {
 }
 
 fn error_policy(claim: Arc<NodeClaim>, err: &LifecycleError, _: Arc<LifecycleContext>) -> Action {
+    if err.is_conflict() {
+        // A guarded patch lost a race; the watch brings the newer object, try again soon.
+        tracing::debug!(nodeclaim = claim.metadata.name.as_deref().unwrap_or(""), error = %err, "conflict; retrying");
+        return Action::requeue(Duration::from_secs(1));
+    }
     tracing::warn!(nodeclaim = claim.metadata.name.as_deref().unwrap_or(""), error = %err, "reconcile failed");
     Action::requeue(Duration::from_secs(5))
 }
@@ -192,6 +207,10 @@ async fn apply(claim: &NodeClaim, ctx: &LifecycleContext) -> Result<Action, Life
         LifecycleStep::WaitForRegistration { recheck } => Ok(Action::requeue(recheck)),
         LifecycleStep::Register => match node {
             Some(node) => register(claim, node, ctx).await,
+            None => Ok(Action::requeue(Duration::from_secs(1))),
+        },
+        LifecycleStep::RemoveUnregisteredTaint => match node {
+            Some(node) => remove_unregistered_taint(claim, node, ctx).await,
             None => Ok(Action::requeue(Duration::from_secs(1))),
         },
         LifecycleStep::WaitForInitialization => Ok(Action::requeue(Duration::from_secs(10))),
@@ -380,6 +399,28 @@ async fn register(
     let pool = claim_pool(claim);
     ctx.metrics.node_created(&pool);
     tracing::info!(nodeclaim = %claim_name, node = %node_name, "registered nodeclaim");
+    Ok(Action::requeue(Duration::from_secs(5)))
+}
+
+async fn remove_unregistered_taint(
+    claim: &NodeClaim,
+    node: &Node,
+    ctx: &LifecycleContext,
+) -> Result<Action, LifecycleError> {
+    let node_name = node.metadata.name.clone().unwrap_or_default();
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    nodes
+        .patch(
+            &node_name,
+            &PatchParams::default(),
+            &Patch::Merge(unregistered_taint_removal(node)),
+        )
+        .await?;
+    tracing::info!(
+        nodeclaim = claim.metadata.name.as_deref().unwrap_or(""),
+        node = %node_name,
+        "removed the unregistered taint written back onto a registered node"
+    );
     Ok(Action::requeue(Duration::from_secs(5)))
 }
 

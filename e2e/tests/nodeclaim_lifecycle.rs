@@ -1,16 +1,19 @@
 //! NodeClaim lifecycle through the real controller: deleting a claim terminates its instance,
 //! a node that never joins is deleted after the registration TTL, and an instance a crashed
-//! controller left without a NodeClaim is garbage-collected. Needs the e2e bed.
+//! controller left without a NodeClaim is garbage-collected, and an unregistered taint written
+//! back onto a registered node (kube-controller-manager's stale taint writes) is removed again.
+//! Needs the e2e bed.
 
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::{InstanceType, ResourceType, TagSpecification};
+use k8s_openapi::api::core::v1::Node;
 use karpenter_core::api::NodeClaim;
 use karpenter_e2e::controller::{ControllerProcess, install_crds};
 use karpenter_e2e::harness::*;
 use karpenter_e2e::scenario::*;
 use kube_client::ResourceExt;
-use kube_client::api::{Api, DeleteParams};
+use kube_client::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
 /// `State.Name` of an instance (`running`, `shutting-down`, `terminated`, …).
@@ -88,6 +91,84 @@ async fn deleting_a_nodeclaim_terminates_its_instance_and_node() {
         assert!(
             !controller.log_tail(400).contains("panicked"),
             "controller panicked"
+        );
+        teardown(&ctx, &pool).await;
+    })
+    .await;
+}
+
+fn has_unregistered_taint(node: &Node) -> bool {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|ts| ts.iter().any(|t| t.key == "karpenter.sh/unregistered"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unregistered_taint_written_back_onto_a_registered_node_is_removed_again() {
+    karpenter_e2e::install_crypto_provider();
+    let _serial = serial().await;
+    run("lctaint", |ctx| async move {
+        install_crds(&ctx.kube).await;
+        let pool = pool_name(&ctx, "lctaint");
+        let controller = ControllerProcess::start(&ctx.env, "lc-taint", &[]);
+        let _sim = ctx.start_sim(ctx.sim_config_for_tag("karpenter.sh/nodepool", &pool));
+        apply_staging(&ctx, &pool, json!([])).await;
+        create_deployment(&ctx, "one", 1, "500m", "256Mi").await;
+        let claim = eventually(
+            "an initialized nodeclaim",
+            Duration::from_secs(120),
+            || async {
+                claims_of(&ctx, &pool)
+                    .await
+                    .into_iter()
+                    .find(|c| c.status.as_ref().is_some_and(|s| s.is_true("Initialized")))
+            },
+        )
+        .await;
+        let node_name = claim
+            .status
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .expect("registered claim names its node");
+        let nodes: Api<Node> = Api::all(ctx.kube.clone());
+        let node = nodes.get(&node_name).await.expect("get node");
+        assert!(!has_unregistered_taint(&node), "registration removed it");
+
+        // What kube-controller-manager's unguarded taint patch does with a stale Node copy:
+        // the whole list written back, the unregistered taint included.
+        let mut taints = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default();
+        taints.push(k8s_openapi::api::core::v1::Taint {
+            key: "karpenter.sh/unregistered".into(),
+            effect: "NoExecute".into(),
+            ..Default::default()
+        });
+        nodes
+            .patch(
+                &node_name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"taints": taints}})),
+            )
+            .await
+            .expect("write the stale taint list");
+        eventually(
+            "the unregistered taint removed again",
+            Duration::from_secs(30),
+            || async {
+                let n = nodes.get(&node_name).await.ok()?;
+                (!has_unregistered_taint(&n)).then_some(())
+            },
+        )
+        .await;
+        assert!(
+            controller
+                .log_tail(400)
+                .contains("removed the unregistered taint"),
+            "the controller logs why it touched the node"
         );
         teardown(&ctx, &pool).await;
     })

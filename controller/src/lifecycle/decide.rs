@@ -31,6 +31,12 @@ pub enum LifecycleStep {
     },
     /// Its Node appeared: take it over.
     Register,
+    /// Registered, but the Node carries `karpenter.sh/unregistered` again: remove it.
+    ///
+    /// kube-controller-manager (before 1.26) patches taints from a possibly stale copy of the
+    /// Node without a resourceVersion, so lifting `not-ready` can write back the taint our
+    /// registration had just removed; left alone the node never initializes.
+    RemoveUnregisteredTaint,
     /// Registered; the Node is not ready yet.
     WaitForInitialization,
     /// The Node is ready: mark the claim initialized.
@@ -101,6 +107,9 @@ pub fn next_step(
             recheck: left.min(Duration::from_secs(10)),
         };
     }
+    if node.is_some_and(has_unregistered_taint) {
+        return LifecycleStep::RemoveUnregisteredTaint;
+    }
     if is_true(claim, conditions::INITIALIZED) {
         return LifecycleStep::Done;
     }
@@ -108,6 +117,42 @@ pub fn next_step(
         Some(n) if is_initialized(claim, n) => LifecycleStep::Initialize,
         _ => LifecycleStep::WaitForInitialization,
     }
+}
+
+fn node_taints(node: &Node) -> &[Taint] {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_deref())
+        .unwrap_or_default()
+}
+
+/// Whether the Node still carries `karpenter.sh/unregistered`.
+pub fn has_unregistered_taint(node: &Node) -> bool {
+    node_taints(node)
+        .iter()
+        .any(|t| t.key == labels::UNREGISTERED_TAINT)
+}
+
+/// `metadata.resourceVersion` of `node`, for merge patches that must fail with a conflict
+/// rather than overwrite a taint list someone else changed since we read it.
+fn version_guard(node: &Node) -> Value {
+    match &node.metadata.resource_version {
+        Some(v) => json!(v),
+        None => Value::Null,
+    }
+}
+
+/// The merge patch that removes `karpenter.sh/unregistered` from a Node and keeps every other
+/// taint; guarded by the Node's resourceVersion.
+pub fn unregistered_taint_removal(node: &Node) -> Value {
+    let taints: Vec<&Taint> = node_taints(node)
+        .iter()
+        .filter(|t| t.key != labels::UNREGISTERED_TAINT)
+        .collect();
+    json!({
+        "metadata": {"resourceVersion": version_guard(node)},
+        "spec": {"taints": taints},
+    })
 }
 
 /// Resources every node registers by itself; anything else a claim asks for (GPUs, Neuron
@@ -125,11 +170,7 @@ pub fn is_initialized(claim: &NodeClaim, node: &Node) -> bool {
     if !ready {
         return false;
     }
-    let taints: &[Taint] = node
-        .spec
-        .as_ref()
-        .and_then(|s| s.taints.as_deref())
-        .unwrap_or_default();
+    let taints = node_taints(node);
     let startup_left = taints.iter().any(|t| {
         t.key == labels::UNREGISTERED_TAINT
             || claim
@@ -155,19 +196,16 @@ pub fn is_initialized(claim: &NodeClaim, node: &Node) -> bool {
 /// The merge patch that takes a freshly registered Node over: the claim's labels plus
 /// `karpenter.sh/registered=true`, the claim's taints added (startup taints too: Karpenter
 /// adds them at registration, a daemon removes them), the unregistered taint removed, and an
-/// owner reference to the claim.
+/// owner reference to the claim. Guarded by the Node's resourceVersion: the taint list is
+/// replaced whole, so a concurrent taint change must make this patch fail, not be lost.
 pub fn registration_patch(claim: &NodeClaim, node: &Node, owner: OwnerReference) -> Value {
     let mut node_labels: BTreeMap<String, String> =
         claim.metadata.labels.clone().unwrap_or_default();
     node_labels.insert(labels::NODE_REGISTERED.to_owned(), "true".to_owned());
-    let existing: Vec<Taint> = node
-        .spec
-        .as_ref()
-        .and_then(|s| s.taints.clone())
-        .unwrap_or_default();
-    let mut taints: Vec<Taint> = existing
-        .into_iter()
+    let mut taints: Vec<Taint> = node_taints(node)
+        .iter()
         .filter(|t| t.key != labels::UNREGISTERED_TAINT)
+        .cloned()
         .collect();
     for t in claim.spec.taints.iter().chain(&claim.spec.startup_taints) {
         if !taints
@@ -182,7 +220,11 @@ pub fn registration_patch(claim: &NodeClaim, node: &Node, owner: OwnerReference)
         owners.push(owner);
     }
     json!({
-        "metadata": {"labels": node_labels, "ownerReferences": owners},
+        "metadata": {
+            "labels": node_labels,
+            "ownerReferences": owners,
+            "resourceVersion": version_guard(node),
+        },
         "spec": {"taints": taints},
     })
 }

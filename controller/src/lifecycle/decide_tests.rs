@@ -193,7 +193,11 @@ fn registration_takes_the_node_over() {
         uid: "u-1".into(),
         ..OwnerReference::default()
     };
+    let mut n = n;
+    n.metadata.resource_version = Some("41".into());
     let patch = registration_patch(&c, &n, owner);
+    // The taint list is replaced whole, so the patch only applies to the Node we read.
+    assert_eq!(patch["metadata"]["resourceVersion"], "41");
     assert_eq!(
         patch["metadata"]["labels"]["karpenter.sh/registered"],
         "true"
@@ -208,4 +212,55 @@ fn registration_takes_the_node_over() {
         .collect();
     // Unregistered removed, existing kept once, startup taint added.
     assert_eq!(keys, vec!["dedicated", "example.com/agent"]);
+}
+
+#[test]
+fn a_registered_node_that_gets_the_unregistered_taint_back_has_it_removed_again() {
+    // kube-controller-manager can write a stale taint list back after registration.
+    let registered = launched(claim(""), 1000, &[conditions::REGISTERED]);
+    let mut n = node(
+        true,
+        &[
+            ("dedicated", "NoSchedule"),
+            ("karpenter.sh/unregistered", "NoExecute"),
+        ],
+        &[],
+    );
+    n.metadata.resource_version = Some("77".into());
+    assert_eq!(
+        next_step(&registered, Some(&n), at(1010), LAUNCH_TTL, REG_TTL),
+        LifecycleStep::RemoveUnregisteredTaint
+    );
+    // Also after initialization: the stale write can land after we marked the claim.
+    let initialized = launched(
+        claim(""),
+        1000,
+        &[conditions::REGISTERED, conditions::INITIALIZED],
+    );
+    assert_eq!(
+        next_step(&initialized, Some(&n), at(1010), LAUNCH_TTL, REG_TTL),
+        LifecycleStep::RemoveUnregisteredTaint
+    );
+    assert!(!is_initialized(&registered, &n));
+
+    let patch = unregistered_taint_removal(&n);
+    assert_eq!(patch["metadata"]["resourceVersion"], "77");
+    let keys: Vec<&str> = patch["spec"]["taints"]
+        .as_array()
+        .expect("taints")
+        .iter()
+        .filter_map(|t| t["key"].as_str())
+        .collect();
+    assert_eq!(keys, vec!["dedicated"]);
+
+    // Once it is gone the claim proceeds as before.
+    let clean = node(true, &[("dedicated", "NoSchedule")], &[]);
+    assert_eq!(
+        next_step(&registered, Some(&clean), at(1010), LAUNCH_TTL, REG_TTL),
+        LifecycleStep::Initialize
+    );
+    assert_eq!(
+        next_step(&initialized, Some(&clean), at(1010), LAUNCH_TTL, REG_TTL),
+        LifecycleStep::Done
+    );
 }
