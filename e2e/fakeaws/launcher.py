@@ -8,7 +8,8 @@ What it adds to a plain moto server, before reporting ready:
     each pointing at an AMI registered in moto with an EKS-like name and the right architecture
     (moto has none of them, and PutParameter under /aws/ is refused, as on AWS, so they are written
     into moto's SSM backend directly);
-  * a VPC with three discovery-tagged private subnets of different sizes in us-east-1a/b/c, three
+  * a VPC with four discovery-tagged private subnets of different sizes (a big one in each of
+    us-east-1a/b/c and a small second one in us-east-1a), three
     untagged public subnets, a discovery-tagged node security group and the SQS interruption queue
     named after the cluster (created with boto3 against the server itself);
   * `POST /moto-api/reset` resets moto and then re-seeds the same account with the same ids (moto's
@@ -116,6 +117,9 @@ AMI_FAMILIES = [
 # Private subnets of different sizes so "most free IPs" matters; generous, because a full subnet
 # makes moto answer HTTP 500 and terminated instances never give their IPs back.
 PRIVATE_SUBNETS = [("a", "10.0.0.0/19"), ("b", "10.0.32.0/20"), ("c", "10.0.48.0/21")]
+# A second, small private subnet in zone a, created before the big one so DescribeSubnets lists
+# it first there: picking "the first subnet of a zone" instead of "the most free IPs" shows.
+SMALL_PRIVATE_SUBNET = ("a", "10.0.72.0/23")
 PUBLIC_SUBNETS = [("a", "10.0.64.0/24"), ("b", "10.0.65.0/24"), ("c", "10.0.66.0/24")]
 
 
@@ -190,8 +194,8 @@ def seed_account(endpoint, region, cluster):
             {"ResourceType": "vpc", "Tags": tags(Name=f"{cluster}-vpc")},
         ],
     )["Vpc"]["VpcId"]
-    subnets = []
-    for suffix, cidr in PRIVATE_SUBNETS:
+
+    def private_subnet(suffix, cidr, name):
         zone = f"{region}{suffix}"
         subnet = ec2.create_subnet(
             VpcId=vpc,
@@ -200,12 +204,20 @@ def seed_account(endpoint, region, cluster):
             TagSpecifications=[
                 {
                     "ResourceType": "subnet",
-                    "Tags": tags(Name=f"{cluster}-private-{zone}", **discovery)
+                    "Tags": tags(Name=name, **discovery)
                     + tags(**{"kubernetes.io/role/internal-elb": "1"}),
                 }
             ],
         )["Subnet"]
-        subnets.append({"id": subnet["SubnetId"], "zone": zone, "cidr": cidr})
+        return {"id": subnet["SubnetId"], "zone": zone, "cidr": cidr}
+
+    suffix, cidr = SMALL_PRIVATE_SUBNET
+    small = private_subnet(suffix, cidr, f"{cluster}-private-{region}{suffix}-small")
+    # The big subnets first in aws.json: tests take subnets[0] and [1] as two zones.
+    subnets = [
+        private_subnet(suffix, cidr, f"{cluster}-private-{region}{suffix}")
+        for suffix, cidr in PRIVATE_SUBNETS
+    ] + [small]
     for suffix, cidr in PUBLIC_SUBNETS:
         zone = f"{region}{suffix}"
         ec2.create_subnet(

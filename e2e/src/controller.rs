@@ -189,6 +189,17 @@ impl ControllerProcess {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// Panics with the log excerpt if the controller's log shows a Rust panic: the
+    /// controller must never panic on cluster data.
+    pub fn assert_no_panic(&self) {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        if let Some(at) = log.find("panicked") {
+            let from = log[..at].rfind('\n').map_or(0, |i| i + 1);
+            let excerpt: Vec<&str> = log[from..].lines().take(15).collect();
+            panic!("controller panicked:\n{}", excerpt.join("\n"));
+        }
+    }
+
     /// True while the process runs.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

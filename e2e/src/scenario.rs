@@ -1,21 +1,33 @@
-//! Building blocks of the controller scenarios (`e2e/tests/provisioning.rs` and friends): the
-//! seed's staging NodePool/EC2NodeClass, Deployments, NodeClaim queries and teardown.
+//! Building blocks of the controller scenarios (`e2e/tests/provisioning.rs`, `scheduling.rs`,
+//! …): NodePools and EC2NodeClasses (the seed's staging pool or a bare one), Deployments,
+//! teardown that also runs when an assertion fails, and read-only queries in [`inspect`].
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use futures::FutureExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::Namespace;
 use karpenter_core::api::NodeClaim;
 use kube_client::ResourceExt;
 use kube_client::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube_client::core::{ApiResource, GroupVersionKind};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::harness::{Ctx, TEST_LABEL, eventually, pod_running_ready};
+use crate::harness::{Ctx, TEST_LABEL, eventually};
 
-/// One controller at a time.
+pub mod inspect;
+pub use inspect::*;
+
+/// `node.kubernetes.io/instance-type`.
+pub const INSTANCE_TYPE: &str = "node.kubernetes.io/instance-type";
+/// `karpenter.sh/nodepool`.
+pub const NODEPOOL: &str = "karpenter.sh/nodepool";
+
+/// One controller at a time: a controller acts on every pending pod in the cluster.
 pub async fn serial() -> MutexGuard<'static, ()> {
     static LOCK: OnceLock<Mutex<()>> = OnceLock::new();
     LOCK.get_or_init(|| Mutex::new(())).lock().await
@@ -26,37 +38,87 @@ pub fn resource(group: &str, version: &str, kind: &str) -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind))
 }
 
-/// The seed deployment's staging NodePool and EC2NodeClass, as v1beta1 (Karpenter 0.36)
-/// manifests: t/m/r/c, maxPods 110 on the pool, AL2 with prefix delegation in userData,
-/// subnets and security groups discovered by tag.
-pub async fn apply_staging(ctx: &Ctx, name: &str, extra_requirements: serde_json::Value) {
-    apply_staging_with(ctx, name, extra_requirements, serde_json::Value::Null).await
+/// What [`apply_pool`] creates: a v1beta1 NodePool and its EC2NodeClass (the versions the
+/// seed deployment writes), both named like the pool.
+#[derive(Clone, Debug)]
+pub struct PoolSpec {
+    /// `spec.amiFamily` of the class.
+    pub ami_family: &'static str,
+    /// The pool's requirements, exactly.
+    pub requirements: Value,
+    /// `spec.template.spec.kubelet.maxPods` (v1beta1 keeps kubelet on the pool).
+    pub max_pods: Option<u32>,
+    /// `spec.limits` (`Null` for none).
+    pub limits: Value,
+    /// The class's `userData`.
+    pub user_data: Option<&'static str>,
 }
 
-/// [`apply_staging`] with `spec.limits` on the pool (`Null` for none).
-pub async fn apply_staging_with(
-    ctx: &Ctx,
-    name: &str,
-    extra_requirements: serde_json::Value,
-    limits: serde_json::Value,
-) {
+impl PoolSpec {
+    /// The seed deployment's staging pool: t/m/r/c, on-demand, amd64, maxPods 110, AL2 with
+    /// prefix delegation in userData; `extra_requirements` (a JSON array) appended.
+    pub fn staging(extra_requirements: Value) -> PoolSpec {
+        let mut requirements = vec![
+            json!({"key": "karpenter.k8s.aws/instance-category", "operator": "In", "values": ["t", "m", "r", "c"]}),
+            json!({"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]}),
+            json!({"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}),
+        ];
+        if let Some(extra) = extra_requirements.as_array() {
+            requirements.extend(extra.iter().cloned());
+        }
+        PoolSpec {
+            ami_family: "AL2",
+            requirements: Value::Array(requirements),
+            max_pods: Some(110),
+            limits: Value::Null,
+            user_data: Some(
+                "#!/bin/bash\nexport ENABLE_PREFIX_DELEGATION=true\nexport WARM_PREFIX_TARGET=1\n",
+            ),
+        }
+    }
+
+    /// An AL2 pool with exactly `requirements`, no maxPods, no userData.
+    pub fn bare(requirements: Value) -> PoolSpec {
+        PoolSpec {
+            ami_family: "AL2",
+            requirements,
+            max_pods: None,
+            limits: Value::Null,
+            user_data: None,
+        }
+    }
+
+    /// The same pool with `spec.limits`.
+    pub fn with_limits(mut self, limits: Value) -> PoolSpec {
+        self.limits = limits;
+        self
+    }
+}
+
+/// Creates the EC2NodeClass and NodePool of `spec` under `name`. The class discovers the bed's
+/// subnets and security groups by `karpenter.sh/discovery` tag; the pool labels its nodes with
+/// the test's [`TEST_LABEL`].
+pub async fn apply_pool(ctx: &Ctx, name: &str, spec: &PoolSpec) {
     let classes: Api<DynamicObject> = Api::all_with(
         ctx.kube.clone(),
         &resource("karpenter.k8s.aws", "v1beta1", "EC2NodeClass"),
     );
-    let class: DynamicObject = serde_json::from_value(json!({
+    let cluster = &ctx.env.aws.cluster_name;
+    let mut class: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "karpenter.k8s.aws/v1beta1",
         "kind": "EC2NodeClass",
         "metadata": {"name": name},
         "spec": {
-            "amiFamily": "AL2",
-            "role": format!("KarpenterNodeRole-{}", ctx.env.aws.cluster_name),
-            "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": ctx.env.aws.cluster_name}}],
-            "securityGroupSelectorTerms": [{"tags": {"karpenter.sh/discovery": ctx.env.aws.cluster_name}}],
-            "userData": "#!/bin/bash\nexport ENABLE_PREFIX_DELEGATION=true\nexport WARM_PREFIX_TARGET=1\n",
+            "amiFamily": spec.ami_family,
+            "role": format!("KarpenterNodeRole-{cluster}"),
+            "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": cluster}}],
+            "securityGroupSelectorTerms": [{"tags": {"karpenter.sh/discovery": cluster}}],
         },
     }))
-    .unwrap();
+    .expect("EC2NodeClass object");
+    if let Some(user_data) = spec.user_data {
+        class.data["spec"]["userData"] = json!(user_data);
+    }
     classes
         .create(&PostParams::default(), &class)
         .await
@@ -65,15 +127,7 @@ pub async fn apply_staging_with(
         ctx.kube.clone(),
         &resource("karpenter.sh", "v1beta1", "NodePool"),
     );
-    let mut requirements = vec![
-        json!({"key": "karpenter.k8s.aws/instance-category", "operator": "In", "values": ["t", "m", "r", "c"]}),
-        json!({"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]}),
-        json!({"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}),
-    ];
-    if let Some(extra) = extra_requirements.as_array() {
-        requirements.extend(extra.iter().cloned());
-    }
-    let pool: DynamicObject = serde_json::from_value(json!({
+    let mut pool: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "karpenter.sh/v1beta1",
         "kind": "NodePool",
         "metadata": {"name": name},
@@ -82,17 +136,18 @@ pub async fn apply_staging_with(
                 "metadata": {"labels": {TEST_LABEL: ctx.id}},
                 "spec": {
                     "nodeClassRef": {"apiVersion": "karpenter.k8s.aws/v1beta1", "kind": "EC2NodeClass", "name": name},
-                    "requirements": requirements,
-                    "kubelet": {"maxPods": 110},
+                    "requirements": spec.requirements,
                 },
             },
             "disruption": {"consolidationPolicy": "WhenUnderutilized", "expireAfter": "720h"},
         },
     }))
-    .unwrap();
-    let mut pool = pool;
-    if !limits.is_null() {
-        pool.data["spec"]["limits"] = limits;
+    .expect("NodePool object");
+    if let Some(max_pods) = spec.max_pods {
+        pool.data["spec"]["template"]["spec"]["kubelet"] = json!({"maxPods": max_pods});
+    }
+    if !spec.limits.is_null() {
+        pool.data["spec"]["limits"] = spec.limits.clone();
     }
     pools
         .create(&PostParams::default(), &pool)
@@ -100,58 +155,62 @@ pub async fn apply_staging_with(
         .expect("create NodePool");
 }
 
+/// The seed deployment's staging NodePool and EC2NodeClass ([`PoolSpec::staging`]).
+pub async fn apply_staging(ctx: &Ctx, name: &str, extra_requirements: Value) {
+    apply_pool(ctx, name, &PoolSpec::staging(extra_requirements)).await
+}
+
 /// A pool name unique to this test run (`<prefix>-<last 5 of the test id>`).
 pub fn pool_name(ctx: &Ctx, prefix: &str) -> String {
     format!("{prefix}-{}", &ctx.id[ctx.id.len() - 5..])
 }
 
-/// A Deployment of pause pods in the test's namespace (created if needed), selecting the
-/// test's nodes through [`TEST_LABEL`].
-pub async fn create_deployment(ctx: &Ctx, name: &str, replicas: i32, cpu: &str, memory: &str) {
+/// A Deployment `name` of pause pods (label `app=<name>`) in the test's namespace (created if
+/// needed), selecting the test's nodes through [`TEST_LABEL`] and, given `pool`, that pool's
+/// nodes; `customize` edits the pod spec (JSON) before it is sent.
+pub async fn deploy(
+    ctx: &Ctx,
+    name: &str,
+    pool: Option<&str>,
+    replicas: i32,
+    requests: Value,
+    customize: impl FnOnce(&mut Value),
+) {
     let namespaces: Api<Namespace> = Api::all(ctx.kube.clone());
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": ctx.id}})).unwrap();
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": ctx.id}})).expect("namespace");
+    // Already exists for the second Deployment of a test.
     let _ = namespaces.create(&PostParams::default(), &ns).await;
-    let deployments: Api<Deployment> = Api::namespaced(ctx.kube.clone(), &ctx.id);
+    let mut spec = json!({
+        "nodeSelector": {TEST_LABEL: ctx.id},
+        "containers": [{
+            "name": "app", "image": "registry.k8s.io/pause:3.2",
+            "resources": {"requests": requests},
+        }],
+    });
+    if let Some(pool) = pool {
+        spec["nodeSelector"][NODEPOOL] = json!(pool);
+    }
+    customize(&mut spec);
     let d: Deployment = serde_json::from_value(json!({
         "metadata": {"name": name},
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "nodeSelector": {TEST_LABEL: ctx.id},
-                    "containers": [{
-                        "name": "app", "image": "registry.k8s.io/pause:3.2",
-                        "resources": {"requests": {"cpu": cpu, "memory": memory}},
-                    }],
-                },
-            },
+            "template": {"metadata": {"labels": {"app": name}}, "spec": spec},
         },
     }))
-    .unwrap();
-    deployments
-        .create(&PostParams::default(), &d)
+    .expect("Deployment object");
+    let api: Api<Deployment> = Api::namespaced(ctx.kube.clone(), &ctx.id);
+    api.create(&PostParams::default(), &d)
         .await
         .expect("create Deployment");
 }
 
-/// The test namespace's pods that are Running and Ready.
-pub async fn running_pods(ctx: &Ctx) -> Vec<Pod> {
-    let pods: Api<Pod> = Api::namespaced(ctx.kube.clone(), &ctx.id);
-    pods.list(&ListParams::default())
-        .await
-        .map(|l| l.items.into_iter().filter(pod_running_ready).collect())
-        .unwrap_or_default()
-}
-
-/// The NodeClaims of `pool`.
-pub async fn claims_of(ctx: &Ctx, pool: &str) -> Vec<NodeClaim> {
-    let api: Api<NodeClaim> = Api::all(ctx.kube.clone());
-    api.list(&ListParams::default().labels(&format!("karpenter.sh/nodepool={pool}")))
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
+/// [`deploy`] with cpu/memory requests, on any of the test's nodes.
+pub async fn create_deployment(ctx: &Ctx, name: &str, replicas: i32, cpu: &str, memory: &str) {
+    let requests = json!({"cpu": cpu, "memory": memory});
+    deploy(ctx, name, None, replicas, requests, |_| {}).await
 }
 
 /// Deletes the pool (its claims go with it through owner references and the controller's
@@ -175,4 +234,25 @@ pub async fn teardown(ctx: &Ctx, pool: &str) {
         &resource("karpenter.k8s.aws", "v1", "EC2NodeClass"),
     );
     let _ = classes.delete(pool, &DeleteParams::default()).await;
+}
+
+/// Runs `body`, then deletes the test's Deployments and tears every pool down whether `body`
+/// passed or panicked, then re-raises: no instance or NodeClaim outlives its test.
+pub async fn with_teardown<F: Future<Output = ()>>(ctx: &Ctx, pools: &[&str], body: F) {
+    let result = AssertUnwindSafe(body).catch_unwind().await;
+    // Deployments first: draining nodes whose pods come straight back only slows teardown.
+    let deployments: Api<Deployment> = Api::namespaced(ctx.kube.clone(), &ctx.id);
+    if let Ok(list) = deployments.list(&ListParams::default()).await {
+        for d in list.items {
+            let _ = deployments
+                .delete(&d.name_any(), &DeleteParams::default())
+                .await;
+        }
+    }
+    for pool in pools {
+        teardown(ctx, pool).await;
+    }
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
 }

@@ -88,10 +88,7 @@ async fn deleting_a_nodeclaim_terminates_its_instance_and_node() {
             (!node_left && claim_left.is_none()).then_some(())
         })
         .await;
-        assert!(
-            !controller.log_tail(400).contains("panicked"),
-            "controller panicked"
-        );
+        controller.assert_no_panic();
         teardown(&ctx, &pool).await;
     })
     .await;

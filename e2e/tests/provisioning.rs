@@ -66,6 +66,46 @@ async fn fifty_pods_on_the_staging_pool_get_nodes_from_the_controller() {
                 c.name_any()
             );
         }
+        // Cheapest fitting: the claim lists every fitting type cheapest first, and CreateFleet
+        // (on-demand `lowest-price`) launched the cheapest of them.
+        let catalog = karpenter_providers::aws::catalog::Catalog::embedded();
+        let price = |t: &str| {
+            catalog
+                .get(t)
+                .map(|e| e.on_demand_price)
+                .unwrap_or_else(|| panic!("{t} has no static price"))
+        };
+        for c in &claims {
+            let options: Vec<&str> = c
+                .spec
+                .requirements
+                .iter()
+                .find(|r| r.key == INSTANCE_TYPE)
+                .map(|r| r.values.iter().map(String::as_str).collect())
+                .unwrap_or_default();
+            assert!(
+                options.len() > 1,
+                "{} has instance-type options",
+                c.name_any()
+            );
+            let launched = label(c, INSTANCE_TYPE).expect("launched type label");
+            let cheapest = options
+                .iter()
+                .map(|t| price(t))
+                .fold(f64::INFINITY, f64::min);
+            eprintln!(
+                "{} launched {launched} (${}/h); cheapest of {} options ${cheapest}/h",
+                c.name_any(),
+                price(launched),
+                options.len()
+            );
+            assert_eq!(options.first(), Some(&launched), "options cheapest first");
+            assert_eq!(
+                price(launched),
+                cheapest,
+                "{launched} is not the cheapest option"
+            );
+        }
         let nodes: Api<Node> = Api::all(ctx.kube.clone());
         let pool_nodes = nodes
             .list(&ListParams::default().labels(&format!("karpenter.sh/nodepool={pool}")))

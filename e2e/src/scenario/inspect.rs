@@ -1,0 +1,145 @@
+//! Read-only queries the scenarios assert on, and failure summaries.
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::events::v1::Event;
+use karpenter_core::api::NodeClaim;
+use karpenter_core::resources::parse_for_resource;
+use kube_client::ResourceExt;
+use kube_client::api::{Api, ListParams};
+
+use super::{INSTANCE_TYPE, NODEPOOL};
+use crate::harness::{Ctx, pod_running_ready};
+
+/// The test namespace's pods that are Running and Ready.
+pub async fn running_pods(ctx: &Ctx) -> Vec<Pod> {
+    let pods: Api<Pod> = Api::namespaced(ctx.kube.clone(), &ctx.id);
+    pods.list(&ListParams::default())
+        .await
+        .map(|l| l.items.into_iter().filter(pod_running_ready).collect())
+        .unwrap_or_default()
+}
+
+/// The test namespace's pods with label `app=<app>` (the pods of [`super::deploy`]'s `app`).
+pub async fn pods_of(ctx: &Ctx, app: &str) -> Vec<Pod> {
+    let api: Api<Pod> = Api::namespaced(ctx.kube.clone(), &ctx.id);
+    api.list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+}
+
+/// The NodeClaims of `pool`.
+pub async fn claims_of(ctx: &Ctx, pool: &str) -> Vec<NodeClaim> {
+    let api: Api<NodeClaim> = Api::all(ctx.kube.clone());
+    api.list(&ListParams::default().labels(&format!("{NODEPOOL}={pool}")))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+}
+
+/// The Nodes of `pool`.
+pub async fn nodes_of(ctx: &Ctx, pool: &str) -> Vec<Node> {
+    let api: Api<Node> = Api::all(ctx.kube.clone());
+    api.list(&ListParams::default().labels(&format!("{NODEPOOL}={pool}")))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+}
+
+/// The Node called `name`.
+pub async fn node_named(ctx: &Ctx, name: &str) -> Node {
+    let api: Api<Node> = Api::all(ctx.kube.clone());
+    api.get(name).await.expect("get node")
+}
+
+/// The node a pod is bound to.
+pub fn node_name(p: &Pod) -> Option<&str> {
+    p.spec.as_ref().and_then(|s| s.node_name.as_deref())
+}
+
+/// A label's value.
+pub fn label<'a>(o: &'a impl ResourceExt, key: &str) -> Option<&'a str> {
+    o.labels().get(key).map(String::as_str)
+}
+
+/// A Node's cpu capacity in millicores.
+pub fn node_cpu_millis(n: &Node) -> i64 {
+    n.status
+        .as_ref()
+        .and_then(|s| s.capacity.as_ref())
+        .and_then(|c| c.get("cpu"))
+        .map(|q| parse_for_resource("cpu", &q.0).expect("node cpu parses"))
+        .unwrap_or(0)
+}
+
+/// A NodeClaim's cpu capacity in millicores (0 before launch).
+pub fn claim_cpu_millis(c: &NodeClaim) -> i64 {
+    c.status
+        .as_ref()
+        .and_then(|s| s.capacity.get("cpu"))
+        .map(|q| parse_for_resource("cpu", &q.0).expect("claim cpu parses"))
+        .unwrap_or(0)
+}
+
+/// Initialized and Ready.
+pub fn claim_ready(c: &NodeClaim) -> bool {
+    c.status
+        .as_ref()
+        .is_some_and(|s| s.is_true("Initialized") && s.is_true("Ready"))
+}
+
+/// The claims of `pool` that are not Initialized, with their conditions and their node's
+/// taints, for failure messages.
+pub async fn stuck_claims(ctx: &Ctx, pool: &str) -> String {
+    let nodes = nodes_of(ctx, pool).await;
+    let mut out = Vec::new();
+    for c in claims_of(ctx, pool).await {
+        let status = c.status.clone().unwrap_or_default();
+        if status.is_true("Initialized") {
+            continue;
+        }
+        let conditions: Vec<String> = status
+            .conditions
+            .iter()
+            .map(|c| format!("{}={}", c.type_, c.status))
+            .collect();
+        let taints: Option<Vec<String>> = status.node_name.as_deref().map(|name| {
+            nodes
+                .iter()
+                .find(|n| n.name_any() == name)
+                .and_then(|n| n.spec.as_ref()?.taints.clone())
+                .unwrap_or_default()
+                .iter()
+                .map(|t| format!("{}:{}", t.key, t.effect))
+                .collect()
+        });
+        out.push(format!(
+            "{} ({:?}) node {:?} conditions {conditions:?} node taints {taints:?}",
+            c.name_any(),
+            label(&c, INSTANCE_TYPE),
+            status.node_name
+        ));
+    }
+    out.join("\n")
+}
+
+/// `FailedScheduling` events (events.k8s.io/v1, what kube-runtime's `Recorder` writes) in the
+/// test namespace: (their notes, the total number of occurrences counting series).
+pub async fn failed_scheduling(ctx: &Ctx) -> (Vec<String>, i32) {
+    let api: Api<Event> = Api::namespaced(ctx.kube.clone(), &ctx.id);
+    let events = api
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    let mut notes = Vec::new();
+    let mut total = 0;
+    for e in events
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("FailedScheduling"))
+    {
+        notes.push(e.note.clone().unwrap_or_default());
+        total += e.series.as_ref().map_or(1, |s| s.count);
+    }
+    (notes, total)
+}
