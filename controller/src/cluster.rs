@@ -29,6 +29,7 @@ use karpenter_core::scheduling::NewNodeClaim;
 use karpenter_core::snapshot::{ExistingNode, PodKey, Snapshot, Taint, TaintEffect};
 
 use crate::objects::PoolView;
+use crate::volume_topology::{VolumeObjects, inject_volume_topology};
 
 /// The objects a provisioning pass looks at.
 #[derive(Clone, Copy, Debug)]
@@ -45,6 +46,8 @@ pub struct ClusterObjects<'a> {
     pub daemon_sets: &'a [Arc<DaemonSet>],
     /// Instance types per NodePool name (pools missing here get none).
     pub instance_types: &'a BTreeMap<String, Vec<InstanceType>>,
+    /// Claims, volumes and StorageClasses, for pending pods' volume topology.
+    pub volumes: &'a VolumeObjects,
 }
 
 /// A snapshot and what could not go into it.
@@ -59,7 +62,8 @@ pub struct ClusterSnapshot {
 /// Builds the scheduler's snapshot.
 ///
 /// - pending pods: unbound pods the kube-scheduler marked `Unschedulable`, except DaemonSet
-///   pods (Karpenter's rule);
+///   pods (Karpenter's rule), with their volumes' topology added to their node affinity
+///   ([`inject_volume_topology`]); a pod whose claim is missing is left out;
 /// - existing nodes: every Node with its bound pods, plus every NodeClaim that has no Node yet
 ///   (in flight), sized by its launched allocatable or, before launch, by the requests it was
 ///   created for — so pods it was made for fit there again instead of triggering a second
@@ -140,7 +144,9 @@ pub fn build_snapshot(objects: &ClusterObjects<'_>) -> ClusterSnapshot {
                 if is_daemonset_pod(pod) || !is_pending_unschedulable(pod) {
                     continue;
                 }
-                match pod_from_k8s(pod) {
+                let converted =
+                    inject_volume_topology(pod, objects.volumes).and_then(|pod| pod_from_k8s(&pod));
+                match converted {
                     Ok(p) => out.snapshot.pods.push(p),
                     Err(e) => out.problems.push(e),
                 }

@@ -69,6 +69,7 @@ fn pending_pods_become_claims_with_pool_labels_owner_and_requests() {
         claims: &[],
         daemon_sets: &[],
         instance_types: &t,
+        volumes: &VolumeObjects::default(),
     });
     assert!(built.problems.is_empty(), "{:?}", built.problems);
     assert_eq!(built.snapshot.pods.len(), 2);
@@ -129,6 +130,7 @@ fn an_in_flight_claim_absorbs_the_pods_it_was_made_for() {
         claims: &[],
         daemon_sets: &[],
         instance_types: &t,
+        volumes: &VolumeObjects::default(),
     };
     let decision = solve(&build_snapshot(&objects).snapshot, &SolveOptions::default());
     let mut claim: NodeClaim = node_claim_for(&decision.new_node_claims[0], &pools[0]);
@@ -187,6 +189,7 @@ status:
         claims: &[],
         daemon_sets: &[],
         instance_types: &t,
+        volumes: &VolumeObjects::default(),
     });
     assert_eq!(built.problems.len(), 1);
     assert!(
@@ -210,4 +213,73 @@ fn resource_lists_are_exact() {
     assert_eq!(list["cpu"].0, "1500m");
     assert_eq!(list["memory"].0, "3584Mi");
     assert!(!list.contains_key("pods"));
+}
+
+fn pod_with_claim(name: &str, claim: &str) -> Arc<Pod> {
+    let mut pod = (*pending_pod(name, "1")).clone();
+    let volume = serde_json::from_value(serde_json::json!({
+        "name": "data", "persistentVolumeClaim": {"claimName": claim},
+    }))
+    .expect("volume");
+    pod.spec.as_mut().expect("spec").volumes = Some(vec![volume]);
+    Arc::new(pod)
+}
+
+#[test]
+fn a_pod_whose_volume_lives_in_one_zone_gets_a_claim_in_that_zone() {
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    let claim: Arc<PersistentVolumeClaim> = Arc::new(
+        serde_yaml::from_str(
+            "metadata: {name: data-a, namespace: shop}\nspec: {volumeName: pv-a, accessModes: [ReadWriteOnce]}",
+        )
+        .expect("claim parses"),
+    );
+    let volume: Arc<PersistentVolume> = Arc::new(
+        serde_yaml::from_str(
+            r#"
+metadata: {name: pv-a}
+spec:
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+      - matchExpressions: [{key: topology.kubernetes.io/zone, operator: In, values: [test-zone-3]}]
+"#,
+        )
+        .expect("pv parses"),
+    );
+    let volumes = VolumeObjects::new(&[claim], &[volume], &[]);
+    // A pod without volumes places anywhere; the one with the zonal volume must follow it.
+    let pods = vec![
+        pod_with_claim("a", "data-a"),
+        pod_with_claim("b", "missing"),
+    ];
+    let pools = vec![pool()];
+    let t = types();
+    let built = build_snapshot(&ClusterObjects {
+        pods: &pods,
+        nodes: &[],
+        pools: &pools,
+        claims: &[],
+        daemon_sets: &[],
+        instance_types: &t,
+        volumes: &volumes,
+    });
+    // The pod whose claim does not exist is left out, naming the field.
+    assert_eq!(built.snapshot.pods.len(), 1, "{:?}", built.problems);
+    assert_eq!(built.problems.len(), 1);
+    assert_eq!(built.problems[0].object, "Pod/shop/b");
+    assert_eq!(
+        built.problems[0].field,
+        "spec.volumes[0].persistentVolumeClaim.claimName"
+    );
+    let decision = solve(&built.snapshot, &SolveOptions::default());
+    assert_eq!(decision.new_node_claims.len(), 1, "{decision:?}");
+    let claim = node_claim_for(&decision.new_node_claims[0], &pools[0]);
+    let zone = claim
+        .spec
+        .requirements
+        .iter()
+        .find(|r| r.key == "topology.kubernetes.io/zone")
+        .map(|r| r.values.clone());
+    assert_eq!(zone, Some(vec!["test-zone-3".to_owned()]));
 }

@@ -27,3 +27,4 @@ pub mod run;
 pub mod settings;
 pub mod simulate;
 pub mod state;
+pub mod volume_topology;

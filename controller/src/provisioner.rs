@@ -23,6 +23,7 @@ use kube_client::{Client, Resource};
 use crate::cluster::{ClusterObjects, build_snapshot, node_claim_for, pod_key};
 use crate::metrics::Metrics;
 use crate::state::ClusterState;
+use crate::volume_topology::VolumeObjects;
 
 /// The `controller` label of the provisioner's metrics.
 const CONTROLLER: &str = "provisioner";
@@ -165,6 +166,11 @@ impl Provisioner {
         let nodes = self.state.nodes.state();
         let claims = self.state.node_claims.state();
         let daemon_sets = self.state.daemon_sets.state();
+        let volumes = VolumeObjects::new(
+            &self.state.volume_claims.state(),
+            &self.state.volumes.state(),
+            &self.state.storage_classes.state(),
+        );
         let built = build_snapshot(&ClusterObjects {
             pods: &pods,
             nodes: &nodes,
@@ -172,6 +178,7 @@ impl Provisioner {
             claims: &claims,
             daemon_sets: &daemon_sets,
             instance_types: &instance_types,
+            volumes: &volumes,
         });
         for p in &built.problems {
             tracing::warn!(problem = %p, "object left out of scheduling");

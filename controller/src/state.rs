@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::storage::v1::StorageClass;
 use karpenter_core::api::{KubeletConfiguration, NodeClaim};
 use karpenter_providers::NodePoolRef;
 use karpenter_providers::aws::cloud::NodeClassSource;
@@ -38,6 +40,14 @@ pub struct ClusterState {
     pub node_claims: Store<NodeClaim>,
     /// DaemonSets (their pods' requests go on every new node).
     pub daemon_sets: Store<DaemonSet>,
+    /// PersistentVolumeClaims (a pending pod's volumes restrict its zone).
+    pub volume_claims: Store<PersistentVolumeClaim>,
+    /// PersistentVolumes (a bound claim's node affinity).
+    pub volumes: Store<PersistentVolume>,
+    /// StorageClasses (an unbound claim's allowed topologies).
+    pub storage_classes: Store<StorageClass>,
+    /// PodDisruptionBudgets, for the disruption controllers' eviction checks.
+    pub disruption_budgets: Store<PodDisruptionBudget>,
     /// Poked on every pod change, so the provisioner can open a batch.
     pub pod_changed: Arc<Notify>,
     /// Poked on every NodeClaim, Node or NodePool change.
@@ -82,6 +92,31 @@ impl ClusterState {
             tasks,
         );
         let daemon_sets = reflect(Api::<DaemonSet>::all(client.clone()), (), None, tasks);
+        // A claim, volume or class appearing can make a pending pod schedulable: re-plan.
+        let volume_claims = reflect(
+            Api::<PersistentVolumeClaim>::all(client.clone()),
+            (),
+            Some(pod_changed.clone()),
+            tasks,
+        );
+        let volumes = reflect(
+            Api::<PersistentVolume>::all(client.clone()),
+            (),
+            Some(pod_changed.clone()),
+            tasks,
+        );
+        let storage_classes = reflect(
+            Api::<StorageClass>::all(client.clone()),
+            (),
+            Some(pod_changed.clone()),
+            tasks,
+        );
+        let disruption_budgets = reflect(
+            Api::<PodDisruptionBudget>::all(client.clone()),
+            (),
+            None,
+            tasks,
+        );
         ClusterState {
             pods,
             nodes,
@@ -89,6 +124,10 @@ impl ClusterState {
             node_classes,
             node_claims,
             daemon_sets,
+            volume_claims,
+            volumes,
+            storage_classes,
+            disruption_budgets,
             pod_changed,
             capacity_changed,
         }
@@ -103,6 +142,10 @@ impl ClusterState {
         let _ = self.node_classes.wait_until_ready().await;
         let _ = self.node_claims.wait_until_ready().await;
         let _ = self.daemon_sets.wait_until_ready().await;
+        let _ = self.volume_claims.wait_until_ready().await;
+        let _ = self.volumes.wait_until_ready().await;
+        let _ = self.storage_classes.wait_until_ready().await;
+        let _ = self.disruption_budgets.wait_until_ready().await;
     }
 
     /// Every NodePool that reads, sorted by name; unreadable ones are returned as errors.
