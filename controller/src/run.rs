@@ -7,8 +7,11 @@ use std::sync::Arc;
 use base64::Engine;
 use k8s_openapi::api::core::v1::Service;
 use karpenter_providers::CloudProvider;
+use karpenter_providers::aws::batcher::{BatchWindows, BatchingEc2};
 use karpenter_providers::aws::cloud::{AwsCloudProvider, AwsProviderConfig, ClusterInfo, SdkIam};
 use karpenter_providers::aws::ec2api::SdkEc2;
+use karpenter_providers::aws::pricing::pricing_endpoint_region;
+use karpenter_providers::aws::pricing_sdk::SdkPricing;
 use karpenter_providers::aws::ssm_sdk::SdkSsm;
 use kube_client::runtime::events::{Recorder, Reporter};
 use kube_client::{Api, Client, Config};
@@ -115,19 +118,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     }
 
     let state = ClusterState::start(&client, &mut tasks);
-    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let aws_provider = Arc::new(AwsCloudProvider::new(
-        Arc::new(SdkEc2::new(aws_sdk_ec2::Client::new(&aws))),
-        Arc::new(SdkSsm::new(aws_sdk_ssm::Client::new(&aws))),
-        Arc::new(SdkIam::new(aws_sdk_iam::Client::new(&aws))),
-        Arc::new(state.clone()),
-        AwsProviderConfig {
-            vm_memory_overhead_percent: settings.vm_memory_overhead_percent,
-            reserved_enis: settings.reserved_enis,
-            isolated_vpc: settings.isolated_vpc,
-            ..AwsProviderConfig::new(cluster)
-        },
-    ));
+    let aws_provider = Arc::new(aws_provider(&settings, cluster, state.clone()).await);
 
     let signal = async {
         let mut term =
@@ -285,6 +276,46 @@ async fn cluster_info(
             .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
             .unwrap_or_else(|_| "us-east-1".to_owned()),
     })
+}
+
+/// The AWS provider over the SDK clients (`AWS_ENDPOINT_URL` and the usual credential chain
+/// honoured): EC2 calls batched like Karpenter's (CreateFleet, DescribeInstances and
+/// TerminateInstances from concurrent reconciles merged), on-demand prices from the Pricing API
+/// unless the VPC is isolated or the partition has none (the embedded prices otherwise).
+async fn aws_provider(
+    settings: &Settings,
+    cluster: ClusterInfo,
+    state: ClusterState,
+) -> AwsCloudProvider {
+    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let ec2 = SdkEc2::new(aws_sdk_ec2::Client::new(&aws));
+    // The Pricing API lives in us-east-1 (ap-south-1 / eu-central-1 for those regions); the
+    // endpoint overrides of `aws` still apply.
+    let pricing = match pricing_endpoint_region(&cluster.region) {
+        Some(region) if !settings.isolated_vpc => {
+            let conf = aws_sdk_pricing::config::Builder::from(&aws)
+                .region(aws_sdk_pricing::config::Region::new(region))
+                .build();
+            Some(SdkPricing::new(aws_sdk_pricing::Client::from_conf(conf)))
+        }
+        _ => None,
+    };
+    let provider = AwsCloudProvider::new(
+        Arc::new(BatchingEc2::new(Arc::new(ec2), BatchWindows::default())),
+        Arc::new(SdkSsm::new(aws_sdk_ssm::Client::new(&aws))),
+        Arc::new(SdkIam::new(aws_sdk_iam::Client::new(&aws))),
+        Arc::new(state),
+        AwsProviderConfig {
+            vm_memory_overhead_percent: settings.vm_memory_overhead_percent,
+            reserved_enis: settings.reserved_enis,
+            isolated_vpc: settings.isolated_vpc,
+            ..AwsProviderConfig::new(cluster)
+        },
+    );
+    match pricing {
+        Some(pricing) => provider.with_pricing(Arc::new(pricing)),
+        None => provider,
+    }
 }
 
 #[cfg(test)]

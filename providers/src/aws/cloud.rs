@@ -1,12 +1,15 @@
 //! [`AwsCloudProvider`]: the AWS implementation of [`CloudProvider`], composed from the pure
-//! parts of [`crate::aws`] over the [`Ec2Api`], [`SsmApi`] and [`IamApi`] traits.
+//! parts of [`crate::aws`] over the [`Ec2Api`], [`SsmApi`] and [`IamApi`] traits (and
+//! optionally [`PricingApi`]).
 //!
 //! - node classes are resolved (subnets, security groups, AMIs, instance profile) by
 //!   [`AwsCloudProvider::resolve_node_class`], which the controller's EC2NodeClass status loop
 //!   calls; the result is cached per node class (spec and generation) for launches;
 //! - instance types come from `DescribeInstanceTypes` + `DescribeInstanceTypeOfferings` +
-//!   `DescribeSpotPriceHistory` (cached for [`INSTANCE_TYPES_TTL_SECS`]) and the embedded
-//!   catalog's on-demand prices;
+//!   `DescribeSpotPriceHistory` (cached for [`INSTANCE_TYPES_TTL_SECS`]); on-demand prices
+//!   come from the Pricing API when one is configured ([`AwsCloudProvider::with_pricing`],
+//!   refreshed every [`PRICING_TTL_SECS`](crate::aws::pricing::PRICING_TTL_SECS)), the
+//!   embedded catalog's for types it does not price or while it cannot be reached;
 //! - launches create one launch template per (image, max pods) group and one instant fleet.
 //!
 //! Kubernetes stays out of this module: the controller hands node classes in through
@@ -26,6 +29,8 @@ mod tests;
 mod tests_instances;
 #[cfg(test)]
 mod tests_launch;
+#[cfg(test)]
+mod tests_pricing;
 
 pub use iam::{IamApi, InstanceProfile, SdkIam, instance_profile_name};
 pub use instance_type_provider::image_for_instance_type;
@@ -48,6 +53,7 @@ use super::ec2api::{Ec2Api, Ec2Error};
 use super::fleet::UnavailableOfferings;
 use super::instance_types::DEFAULT_VM_MEMORY_OVERHEAD_PERCENT;
 use super::nodeclass::EC2NodeClass;
+use super::pricing::{OnDemandPrices, PricingApi};
 use super::ssm::SsmApi;
 use crate::provider::{
     CloudProvider, DriftReason, LaunchedInstance, NodeClaimRequest, NodePoolRef, ProviderError,
@@ -100,9 +106,9 @@ pub struct AwsProviderConfig {
     pub vm_memory_overhead_percent: f64,
     /// Karpenter's `reservedENIs` (default 0).
     pub reserved_enis: u32,
-    /// Karpenter's `isolatedVPC`. On-demand prices always come from the embedded catalog (no
-    /// pricing API is called), so this changes nothing yet; it is kept for configuration
-    /// parity.
+    /// Karpenter's `isolatedVPC`: the cluster cannot reach the public Pricing API, so none is
+    /// called even when one was given ([`AwsCloudProvider::with_pricing`]) and on-demand
+    /// prices come from the embedded catalog.
     pub isolated_vpc: bool,
     /// Current time in seconds since the Unix epoch (injectable for tests).
     pub clock: Arc<dyn Fn() -> i64 + Send + Sync>,
@@ -164,10 +170,18 @@ pub struct AwsCloudProvider {
     state: Mutex<State>,
     /// Held across the Describe calls so that concurrent callers wait for one refresh.
     type_data: tokio::sync::Mutex<Option<Arc<instance_type_provider::TypeData>>>,
+    /// The Pricing API, when on-demand prices are to be read from it.
+    pricing: Option<Arc<dyn PricingApi>>,
+    /// The current on-demand prices; replaced whole after each refresh.
+    prices: Mutex<OnDemandPrices>,
+    /// Held while the Pricing API is called; callers finding it held use the current prices
+    /// rather than wait.
+    price_refresh: tokio::sync::Mutex<()>,
 }
 
 impl AwsCloudProvider {
-    /// A provider over the given APIs.
+    /// A provider over the given APIs, with the embedded catalog's on-demand prices (see
+    /// [`with_pricing`](Self::with_pricing)).
     pub fn new(
         ec2: Arc<dyn Ec2Api>,
         ssm: Arc<dyn SsmApi>,
@@ -183,7 +197,18 @@ impl AwsCloudProvider {
             config,
             state: Mutex::new(State::default()),
             type_data: tokio::sync::Mutex::new(None),
+            pricing: None,
+            prices: Mutex::new(OnDemandPrices::new()),
+            price_refresh: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Reads on-demand prices from `pricing` (for the cluster's region) unless the config
+    /// says [`isolated_vpc`](AwsProviderConfig::isolated_vpc); types it does not price, and
+    /// every type until it first answers, keep the embedded catalog's prices.
+    pub fn with_pricing(mut self, pricing: Arc<dyn PricingApi>) -> Self {
+        self.pricing = Some(pricing);
+        self
     }
 
     /// The provider's settings.
@@ -246,11 +271,11 @@ impl CloudProvider for AwsCloudProvider {
         self.list_instances().await
     }
 
-    /// The pool's instance types: every type `DescribeInstanceTypes` reports that the embedded
-    /// catalog has an on-demand price for (types without a price are left out, since the
-    /// scheduler cannot rank them) and that some resolved AMI can serve; offerings in the
-    /// zones `DescribeInstanceTypeOfferings` lists, unavailable outside the node class's
-    /// subnets' zones and while in the unavailable-offerings cache.
+    /// The pool's instance types: every type `DescribeInstanceTypes` reports that has an
+    /// on-demand price (from the Pricing API or the embedded catalog; types without one are
+    /// left out, since the scheduler cannot rank them) and that some resolved AMI can serve;
+    /// offerings in the zones `DescribeInstanceTypeOfferings` lists, unavailable outside the
+    /// node class's subnets' zones and while in the unavailable-offerings cache.
     async fn instance_types(
         &self,
         node_pool: &NodePoolRef,

@@ -1,7 +1,8 @@
-//! Hand-written in-memory fakes of [`Ec2Api`], [`SsmApi`] and [`IamApi`] for the provider's
-//! tests: they answer from plain data, apply EC2 filters the way EC2 does, and record calls.
+//! Hand-written in-memory fakes of [`Ec2Api`], [`SsmApi`], [`IamApi`] and [`PricingApi`] for
+//! the provider's tests: they answer from plain data, apply EC2 filters the way EC2 does, and
+//! record calls.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -12,6 +13,7 @@ use crate::aws::ec2api::{
     FleetOverrideRef, Instance, InstanceQuery, InstanceTypeInfo, LaunchTemplateRequest,
     LaunchTemplateSummary, SpotPrice, TerminatedInstance,
 };
+use crate::aws::pricing::PricingApi;
 use crate::aws::resolve::{Filter, Image, ImageQuery, SecurityGroup, Subnet, glob_match};
 use crate::aws::ssm::SsmApi;
 
@@ -508,5 +510,55 @@ impl IamApi for FakeIam {
             roles.retain(|r| r != role);
         }
         Ok(())
+    }
+}
+
+/// An in-memory [`PricingApi`]: on-demand prices by instance type, or a failure standing for
+/// an unreachable API; records the region of every call.
+#[derive(Default)]
+pub struct FakePricing {
+    /// The answer: USD per hour by instance type.
+    pub prices: Mutex<HashMap<String, f64>>,
+    /// When set, every call fails with it instead.
+    pub error: Mutex<Option<Ec2Error>>,
+    /// The region of every call.
+    pub regions: Mutex<Vec<String>>,
+}
+
+impl FakePricing {
+    /// A fake answering `prices`.
+    pub fn answering(prices: &[(&str, f64)]) -> Self {
+        let fake = FakePricing::default();
+        fake.set_prices(prices);
+        fake
+    }
+
+    /// Replaces the answer.
+    pub fn set_prices(&self, prices: &[(&str, f64)]) {
+        *self.prices.lock().unwrap() = prices.iter().map(|(t, p)| (t.to_string(), *p)).collect();
+    }
+
+    /// Makes every call fail as an unreachable endpoint does; `false` answers again.
+    pub fn set_unreachable(&self, unreachable: bool) {
+        *self.error.lock().unwrap() = unreachable.then(|| Ec2Error::Transport {
+            operation: "GetProducts".into(),
+            message: "dispatch failure: connection refused".into(),
+        });
+    }
+
+    /// How many calls were made.
+    pub fn calls(&self) -> usize {
+        self.regions.lock().unwrap().len()
+    }
+}
+
+#[async_trait]
+impl PricingApi for FakePricing {
+    async fn on_demand_prices(&self, region: &str) -> Result<HashMap<String, f64>, Ec2Error> {
+        self.regions.lock().unwrap().push(region.to_owned());
+        if let Some(e) = self.error.lock().unwrap().clone() {
+            return Err(e);
+        }
+        Ok(self.prices.lock().unwrap().clone())
     }
 }

@@ -1,8 +1,8 @@
-//! Instance types from EC2's Describe answers (cached), the embedded catalog's on-demand
-//! prices and spot price history, shaped by a node class.
+//! Instance types from EC2's Describe answers (cached), on-demand prices (the Pricing API's
+//! over the embedded catalog's) and spot price history, shaped by a node class.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use karpenter_core::instance_type::InstanceType;
 use karpenter_core::labels;
@@ -10,10 +10,11 @@ use karpenter_core::requirements::{Operator, Requirement, Requirements};
 
 use super::node_class::Resolution;
 use super::{AwsCloudProvider, INSTANCE_TYPES_TTL_SECS, call_error};
-use crate::aws::catalog::{Catalog, CatalogEntry};
+use crate::aws::catalog::CatalogEntry;
 use crate::aws::ec2api::InstanceTypeInfo;
 use crate::aws::instance_types::{InstanceTypeSettings, instance_type};
 use crate::aws::nodeclass::EC2NodeClass;
+use crate::aws::pricing::OnDemandPrices;
 use crate::aws::resolve::ResolvedImage;
 use crate::provider::ProviderError;
 
@@ -105,8 +106,10 @@ impl AwsCloudProvider {
     /// The Describe answers, fetched again when older than [`INSTANCE_TYPES_TTL_SECS`].
     /// Concurrent callers wait for one refresh. When a refresh fails and older answers exist,
     /// those are served (and the failure logged); a failed spot price read only loses the spot
-    /// prices (spot offerings then use the default discount).
+    /// prices (spot offerings then use the default discount). On-demand prices are refreshed
+    /// first when due ([`refresh_on_demand_prices`](Self::refresh_on_demand_prices)).
     pub(crate) async fn type_data(&self) -> Result<Arc<TypeData>, ProviderError> {
+        self.refresh_on_demand_prices().await;
         let mut slot = self.type_data.lock().await;
         let now = self.now();
         if let Some(d) = slot.as_ref()
@@ -128,6 +131,41 @@ impl AwsCloudProvider {
                 None => Err(e),
             },
         }
+    }
+
+    /// The current on-demand prices (a cheap snapshot).
+    pub(crate) fn on_demand_prices(&self) -> OnDemandPrices {
+        self.prices
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Asks the Pricing API for on-demand prices when one is configured, the VPC is not
+    /// isolated and the prices are due
+    /// ([`PRICING_TTL_SECS`](crate::aws::pricing::PRICING_TTL_SECS) after the last answer,
+    /// [`PRICING_RETRY_SECS`](crate::aws::pricing::PRICING_RETRY_SECS) after a failure).
+    /// A failure keeps the previous prices (the embedded catalog's until a first answer) and
+    /// is logged by the price book. While another caller is refreshing, this returns at once
+    /// and the current prices are used.
+    pub(crate) async fn refresh_on_demand_prices(&self) {
+        let Some(api) = self.pricing.as_ref().filter(|_| !self.config.isolated_vpc) else {
+            return;
+        };
+        let now = self.now();
+        if !self.on_demand_prices().needs_refresh(now) {
+            return;
+        }
+        let Ok(_refreshing) = self.price_refresh.try_lock() else {
+            return;
+        };
+        // Read again under the guard: a refresh may have finished since.
+        let mut book = self.on_demand_prices();
+        // Errors are logged by `refresh`; the book then holds the previous prices.
+        let _ = book
+            .refresh(api.as_ref(), &self.config.cluster.region, now)
+            .await;
+        *self.prices.lock().unwrap_or_else(PoisonError::into_inner) = book;
     }
 
     async fn fetch_type_data(&self, now: i64) -> Result<TypeData, ProviderError> {
@@ -188,8 +226,9 @@ impl AwsCloudProvider {
         s
     }
 
-    /// Every priced instance type some resolved AMI serves, sorted by name, with real spot
-    /// prices where known and unavailable offerings marked.
+    /// Every priced instance type some resolved AMI serves, sorted by name, with the current
+    /// on-demand prices ([`on_demand_prices`](Self::on_demand_prices)), real spot prices
+    /// where known and unavailable offerings marked.
     pub(crate) fn build_instance_types(
         &self,
         nc: &EC2NodeClass,
@@ -197,13 +236,13 @@ impl AwsCloudProvider {
         data: &TypeData,
     ) -> Vec<TypeEntry> {
         let settings = self.settings_for(nc, Some(resolution));
-        let catalog = Catalog::embedded();
+        let prices = self.on_demand_prices();
         let now = self.now();
         // A copy, so the lock is not held while ~800 types are computed.
         let unavailable = self.state().unavailable.clone();
         let mut out = Vec::new();
         for info in data.infos.values() {
-            let Some(price) = catalog.get(&info.name).map(|e| e.on_demand_price) else {
+            let Some(price) = prices.price(&info.name) else {
                 continue;
             };
             let entry = catalog_entry(info, data.zones.get(&info.name), price);
