@@ -117,7 +117,8 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         election = Some(tokio::spawn(elector.run(leading_tx, stopped())));
     }
 
-    let state = ClusterState::start(&client, &mut tasks);
+    let pdb_resource = crate::state::disruption_budget_resource(&client).await;
+    let state = ClusterState::start(&client, pdb_resource, &mut tasks);
     let aws_provider = Arc::new(aws_provider(&settings, cluster, state.clone()).await);
 
     let signal = async {

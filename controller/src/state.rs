@@ -15,7 +15,8 @@ use karpenter_core::api::{KubeletConfiguration, NodeClaim};
 use karpenter_providers::NodePoolRef;
 use karpenter_providers::aws::cloud::NodeClassSource;
 use karpenter_providers::aws::nodeclass::EC2NodeClass;
-use kube_client::api::{Api, DynamicObject};
+use kube_client::api::{Api, ApiResource, DynamicObject};
+use kube_client::core::GroupVersionKind;
 use kube_client::runtime::reflector::{self, Store, store::Writer};
 use kube_client::runtime::{WatchStreamExt, watcher};
 use kube_client::{Client, Resource};
@@ -46,8 +47,9 @@ pub struct ClusterState {
     pub volumes: Store<PersistentVolume>,
     /// StorageClasses (an unbound claim's allowed topologies).
     pub storage_classes: Store<StorageClass>,
-    /// PodDisruptionBudgets, for the disruption controllers' eviction checks.
-    pub disruption_budgets: Store<PodDisruptionBudget>,
+    /// PodDisruptionBudgets, untyped: `policy/v1`, or `policy/v1beta1` on API servers older
+    /// than 1.21 (read through [`ClusterState::disruption_budgets`]).
+    pub disruption_budgets: Store<DynamicObject>,
     /// Poked on every pod change, so the provisioner can open a batch.
     pub pod_changed: Arc<Notify>,
     /// Poked on every NodeClaim, Node or NodePool change.
@@ -55,8 +57,13 @@ pub struct ClusterState {
 }
 
 impl ClusterState {
-    /// Starts the reflectors on `tasks`.
-    pub fn start(client: &Client, tasks: &mut JoinSet<()>) -> ClusterState {
+    /// Starts the reflectors on `tasks`; PodDisruptionBudgets are watched at `pdb_resource`
+    /// (see [`disruption_budget_resource`]).
+    pub fn start(
+        client: &Client,
+        pdb_resource: ApiResource,
+        tasks: &mut JoinSet<()>,
+    ) -> ClusterState {
         let pod_changed = Arc::new(Notify::new());
         let capacity_changed = Arc::new(Notify::new());
         let pods = reflect(
@@ -112,8 +119,8 @@ impl ClusterState {
             tasks,
         );
         let disruption_budgets = reflect(
-            Api::<PodDisruptionBudget>::all(client.clone()),
-            (),
+            Api::<DynamicObject>::all_with(client.clone(), &pdb_resource),
+            pdb_resource,
             None,
             tasks,
         );
@@ -146,6 +153,22 @@ impl ClusterState {
         let _ = self.volumes.wait_until_ready().await;
         let _ = self.storage_classes.wait_until_ready().await;
         let _ = self.disruption_budgets.wait_until_ready().await;
+    }
+
+    /// Every PodDisruptionBudget, as `policy/v1` (one that does not read is logged and left
+    /// out).
+    pub fn disruption_budgets(&self) -> Vec<PodDisruptionBudget> {
+        self.disruption_budgets
+            .state()
+            .iter()
+            .filter_map(|o| match read_disruption_budget(o) {
+                Ok(pdb) => Some(pdb),
+                Err(e) => {
+                    tracing::warn!(error = %e, "PodDisruptionBudget left out");
+                    None
+                }
+            })
+            .collect()
     }
 
     /// Every NodePool that reads, sorted by name; unreadable ones are returned as errors.
@@ -191,6 +214,40 @@ impl NodeClassSource for ClusterState {
     }
 }
 
+/// Where PodDisruptionBudgets are served: `policy/v1` (Kubernetes >= 1.21), else
+/// `policy/v1beta1`. Watching a version the API server does not serve would never sync and
+/// would hold every decision back.
+pub async fn disruption_budget_resource(client: &Client) -> ApiResource {
+    let served = client
+        .list_api_group_resources("policy/v1")
+        .await
+        .is_ok_and(|list| {
+            list.resources
+                .iter()
+                .any(|r| r.name == "poddisruptionbudgets")
+        });
+    let version = if served { "v1" } else { "v1beta1" };
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "policy",
+        version,
+        "PodDisruptionBudget",
+    ))
+}
+
+/// A PodDisruptionBudget body of either version as `policy/v1`: the fields the controller uses
+/// (selector, minAvailable, maxUnavailable, status) have the same shape in both.
+pub fn read_disruption_budget(obj: &DynamicObject) -> Result<PodDisruptionBudget, String> {
+    let mut value = serde_json::to_value(obj).map_err(|e| e.to_string())?;
+    value["apiVersion"] = "policy/v1".into();
+    value["kind"] = "PodDisruptionBudget".into();
+    let name = format!(
+        "PodDisruptionBudget/{}/{}",
+        obj.metadata.namespace.as_deref().unwrap_or(""),
+        obj.metadata.name.as_deref().unwrap_or("")
+    );
+    serde_json::from_value(value).map_err(|e| format!("{name}: {e}"))
+}
+
 /// Spawns a reflector for `api` and returns its store. The watch restarts with backoff on
 /// errors (including objects that fail to deserialize), so one bad object or a flaky API
 /// server never ends it.
@@ -223,4 +280,37 @@ where
         }
     });
     store
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_v1beta1_disruption_budget_reads_as_v1() {
+        let obj: DynamicObject = serde_yaml::from_str(
+            r#"
+apiVersion: policy/v1beta1
+kind: PodDisruptionBudget
+metadata: {name: web, namespace: shop}
+spec:
+  maxUnavailable: 1
+  selector: {matchLabels: {app: web}}
+status: {currentHealthy: 3, desiredHealthy: 2, disruptionsAllowed: 1, expectedPods: 3}
+"#,
+        )
+        .expect("pdb parses");
+        let pdb = read_disruption_budget(&obj).expect("reads as v1");
+        let spec = pdb.spec.expect("spec");
+        assert_eq!(
+            spec.max_unavailable,
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+        );
+        assert_eq!(pdb.status.expect("status").disruptions_allowed, 1);
+
+        let mut broken = obj.clone();
+        broken.data["spec"]["maxUnavailable"] = serde_json::json!({"not": "a number"});
+        let err = read_disruption_budget(&broken).expect_err("bad field");
+        assert!(err.starts_with("PodDisruptionBudget/shop/web"), "{err}");
+    }
 }
