@@ -219,7 +219,10 @@ async fn nodepool_limits_stop_launches() {
                         .iter()
                         .filter(|p| node_name(p).is_none())
                         .count();
-                    if pods.len() != 10 || running + pending != 10 || pending == 0 {
+                    // Settled: the launched capacity is in use (pods run there) and every
+                    // pod is either Running or unbound.
+                    if pods.len() != 10 || running == 0 || running + pending != 10 || pending == 0
+                    {
                         return None;
                     }
                     let (notes, total) = failed_scheduling(&ctx).await;
@@ -269,6 +272,12 @@ async fn nodepool_limits_stop_launches() {
             let pods = pods_of(&ctx, "big").await;
             let still_pending = pods.iter().filter(|p| node_name(p).is_none()).count();
             assert!(still_pending > 0, "every pod was placed despite the limit");
+            // 1500m pods on the 8-vCPU capacity the limit allows: some run, at most 5.
+            let running_now = pods.iter().filter(|p| pod_running_ready(p)).count();
+            assert!(
+                (1..=5).contains(&running_now),
+                "{running_now} pods run on 8 vCPU of 1500m pods"
+            );
             assert!(
                 pods.iter().filter(|p| pod_running_ready(p)).count() >= running,
                 "running pods went away"
