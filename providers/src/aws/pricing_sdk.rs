@@ -116,33 +116,18 @@ mod tests {
 
     use aws_sdk_pricing::Client;
     use aws_sdk_pricing::config::http::HttpResponse;
-    use aws_sdk_pricing::config::retry::RetryConfig;
-    use aws_sdk_pricing::config::{BehaviorVersion, Credentials, Region};
+
     use aws_sdk_pricing::error::ErrorMetadata;
     use aws_sdk_pricing::operation::get_products::{
         GetProductsError, GetProductsInput, GetProductsOutput,
     };
-    use aws_smithy_mocks::{
-        MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock,
-    };
+    use aws_smithy_mocks::{Rule, mock};
 
     use super::*;
 
     /// A client answering from `rules` in order; retries off so one rule answers one call.
     fn client(rules: &[&Rule]) -> SdkPricing {
-        let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::Sequential);
-        for rule in rules {
-            interceptor = interceptor.with_rule(rule);
-        }
-        let conf = aws_sdk_pricing::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("AKID", "SECRET", None, None, "test"))
-            .http_client(create_mock_http_client())
-            .interceptor(interceptor)
-            .retry_config(RetryConfig::disabled())
-            .build();
-        SdkPricing::new(Client::from_conf(conf))
+        SdkPricing::new(crate::aws::sequential_mock_client!(aws_sdk_pricing, rules))
     }
 
     type Seen = Arc<Mutex<Vec<GetProductsInput>>>;

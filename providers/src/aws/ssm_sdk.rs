@@ -62,32 +62,17 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use aws_sdk_ssm::Client;
-    use aws_sdk_ssm::config::retry::RetryConfig;
-    use aws_sdk_ssm::config::{BehaviorVersion, Credentials, Region};
+
     use aws_sdk_ssm::error::ErrorMetadata;
     use aws_sdk_ssm::operation::get_parameters::{GetParametersError, GetParametersOutput};
     use aws_sdk_ssm::types::Parameter;
-    use aws_smithy_mocks::{
-        MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock,
-    };
+    use aws_smithy_mocks::{Rule, mock};
 
     use super::*;
 
     /// A client answering from `rules` in order; retries off so one rule answers one call.
     fn client(rules: &[&Rule]) -> SdkSsm {
-        let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::Sequential);
-        for rule in rules {
-            interceptor = interceptor.with_rule(rule);
-        }
-        let conf = aws_sdk_ssm::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("AKID", "SECRET", None, None, "test"))
-            .http_client(create_mock_http_client())
-            .interceptor(interceptor)
-            .retry_config(RetryConfig::disabled())
-            .build();
-        SdkSsm::new(Client::from_conf(conf))
+        SdkSsm::new(crate::aws::sequential_mock_client!(aws_sdk_ssm, rules))
     }
 
     type Seen = Arc<Mutex<Vec<Vec<String>>>>;

@@ -4,8 +4,6 @@
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_iam::Client;
-use aws_sdk_iam::config::retry::RetryConfig;
-use aws_sdk_iam::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_iam::error::ErrorMetadata;
 use aws_sdk_iam::operation::add_role_to_instance_profile::{
     AddRoleToInstanceProfileInput, AddRoleToInstanceProfileOutput,
@@ -17,25 +15,13 @@ use aws_sdk_iam::operation::get_instance_profile::{
     GetInstanceProfileError, GetInstanceProfileOutput,
 };
 use aws_sdk_iam::types as sdk;
-use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock};
+use aws_smithy_mocks::{Rule, mock};
 
 use super::*;
 use crate::aws::cloud::fake_apis::FakeIam;
 
 fn client(rules: &[&Rule]) -> SdkIam {
-    let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::Sequential);
-    for rule in rules {
-        interceptor = interceptor.with_rule(rule);
-    }
-    let conf = aws_sdk_iam::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("AKID", "SECRET", None, None, "test"))
-        .http_client(create_mock_http_client())
-        .interceptor(interceptor)
-        .retry_config(RetryConfig::disabled())
-        .build();
-    SdkIam::new(Client::from_conf(conf))
+    SdkIam::new(crate::aws::sequential_mock_client!(aws_sdk_iam, rules))
 }
 
 fn profile(name: &str, roles: &[&str]) -> sdk::InstanceProfile {

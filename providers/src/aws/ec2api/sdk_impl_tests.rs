@@ -8,8 +8,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_ec2::Client;
-use aws_sdk_ec2::config::retry::RetryConfig;
-use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
 use aws_sdk_ec2::operation::describe_instance_type_offerings::DescribeInstanceTypeOfferingsOutput;
 use aws_sdk_ec2::operation::describe_instance_types::DescribeInstanceTypesOutput;
@@ -22,7 +20,7 @@ use aws_sdk_ec2::operation::{
 };
 use aws_sdk_ec2::primitives::DateTime;
 use aws_sdk_ec2::types as sdk;
-use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock};
+use aws_smithy_mocks::{Rule, mock};
 
 use crate::aws::catalog::Gpu;
 use crate::aws::ec2api::{Ec2Api, InstanceTypeInfo, SdkEc2, SpotPrice};
@@ -34,19 +32,7 @@ mod launch;
 /// A client answering from `rules` strictly in order (a request the next rule does not expect
 /// fails the test); retries are off so one rule answers one call.
 fn client(rules: &[&Rule]) -> SdkEc2 {
-    let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::Sequential);
-    for rule in rules {
-        interceptor = interceptor.with_rule(rule);
-    }
-    let conf = aws_sdk_ec2::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("AKID", "SECRET", None, None, "test"))
-        .http_client(create_mock_http_client())
-        .interceptor(interceptor)
-        .retry_config(RetryConfig::disabled())
-        .build();
-    SdkEc2::new(Client::from_conf(conf))
+    SdkEc2::new(crate::aws::sequential_mock_client!(aws_sdk_ec2, rules))
 }
 
 type Seen<I> = Arc<Mutex<Vec<I>>>;

@@ -3,33 +3,18 @@
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_ec2::Client;
-use aws_sdk_ec2::config::retry::RetryConfig;
-use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_ec2::error::ErrorMetadata;
 use aws_sdk_ec2::operation::create_fleet::{CreateFleetError, CreateFleetInput, CreateFleetOutput};
 use aws_sdk_ec2::types as sdk;
-use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock};
+use aws_smithy_mocks::{Rule, mock};
 
 use super::tests::{Fixture, claim};
 use super::*;
 use crate::aws::ec2api::SdkEc2;
 
-/// A client answering from `rules`. Built by hand rather than with `mock_client!`, which needs
-/// the SDK's `test-util` feature; retries are off so one rule answers one call.
+/// A client answering from `rules` in order (see `sequential_mock_client!`).
 fn client(rules: &[&Rule]) -> SdkEc2 {
-    let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::Sequential);
-    for rule in rules {
-        interceptor = interceptor.with_rule(rule);
-    }
-    let conf = aws_sdk_ec2::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("AKID", "SECRET", None, None, "test"))
-        .http_client(create_mock_http_client())
-        .interceptor(interceptor)
-        .retry_config(RetryConfig::disabled())
-        .build();
-    SdkEc2::new(Client::from_conf(conf))
+    SdkEc2::new(crate::aws::sequential_mock_client!(aws_sdk_ec2, rules))
 }
 
 fn plan_for(c: &NodeClaimRequest) -> (Fixture, FleetPlan) {
