@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use karpenter::{crds, logging, run, settings, simulate};
+use karpenter::runtime::{logging, settings};
+use karpenter::{crds, run, simulate};
 
 #[derive(Parser)]
 #[command(

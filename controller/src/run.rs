@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine;
 use k8s_openapi::api::core::v1::Service;
@@ -17,15 +18,17 @@ use kube_client::runtime::events::{Recorder, Reporter};
 use kube_client::{Api, Client, Config};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
-use crate::http_server::{self, Health};
-use crate::leader::{self, LeaderElector, Timings};
-use crate::lifecycle::{self, LifecycleContext};
-use crate::metrics::{MeteredCloudProvider, Metrics};
-use crate::settings::Settings;
-use crate::state::ClusterState;
-use crate::{gc, nodeclass_status, provisioner};
+use crate::controllers::events::Events;
+use crate::controllers::lifecycle::{self, LifecycleContext};
+use crate::controllers::termination::{self, TerminationContext};
+use crate::controllers::{gc, nodeclass_status, provisioner};
+use crate::model::ClusterState;
+use crate::runtime::http_server::{self, Health};
+use crate::runtime::leader::{self, LeaderElector, Timings};
+use crate::runtime::metrics::{MeteredCloudProvider, Metrics};
+use crate::runtime::settings::Settings;
+use crate::runtime::supervisor::{Supervisor, TaskEnded};
 
 /// Name of the leader-election Lease (Karpenter's).
 pub const LEADER_LEASE: &str = "karpenter-leader-election";
@@ -49,9 +52,13 @@ pub enum RunError {
     /// Leadership was lost; the process must exit so a fresh one campaigns again.
     #[error("leader election lost")]
     LeadershipLost,
+    /// A task that must run until shutdown ended (returned or panicked).
+    #[error("{0}")]
+    TaskEnded(TaskEnded),
 }
 
-/// Runs the controller until SIGTERM/SIGINT (or lost leadership).
+/// Runs the controller until SIGTERM/SIGINT, lost leadership, or the end of a task that must
+/// not end (then `/healthz` turns unhealthy and the error names the task).
 pub async fn run(settings: Settings) -> Result<(), RunError> {
     // kube links rustls with ring, the AWS SDK with aws-lc-rs: one must be chosen explicitly.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -65,45 +72,40 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
 
     let metrics = Arc::new(Metrics::new());
     let health = Health::new();
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
+    // The HTTP servers stop last, so probes answer until the very end.
+    let (http_stop_tx, http_stop_rx) = watch::channel(false);
+    let http_stopped = move || {
+        let mut rx = http_stop_rx.clone();
         async move {
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let mut tasks = JoinSet::new();
-    let metrics_addr = SocketAddr::from(([0, 0, 0, 0], settings.metrics_port));
-    let metrics_listener =
-        TcpListener::bind(metrics_addr)
-            .await
-            .map_err(|source| RunError::Bind {
-                what: "metrics",
-                addr: metrics_addr,
-                source,
-            })?;
-    let health_addr = SocketAddr::from(([0, 0, 0, 0], settings.health_probe_port));
-    let health_listener =
-        TcpListener::bind(health_addr)
-            .await
-            .map_err(|source| RunError::Bind {
-                what: "health",
-                addr: health_addr,
-                source,
-            })?;
-    tasks.spawn(http_server::serve_metrics(
-        metrics_listener,
-        metrics.clone(),
-        stopped(),
-    ));
-    tasks.spawn(http_server::serve_health(
-        health_listener,
-        health.clone(),
-        stopped(),
-    ));
+    let mut runtime = Supervisor::new();
+    let metrics_listener = bind("metrics", settings.metrics_port).await?;
+    let health_listener = bind("health", settings.health_probe_port).await?;
+    runtime.spawn(
+        "metrics server",
+        http_server::serve_metrics(metrics_listener, metrics.clone(), http_stopped()),
+    );
+    runtime.spawn(
+        "health server",
+        http_server::serve_health(health_listener, health.clone(), http_stopped()),
+    );
 
-    // Leader election before any controller runs: a standby only serves probes and metrics.
+    // The shared cluster model runs on every replica: a standby is Ready once it is synced,
+    // so a 2-replica Deployment with a PodDisruptionBudget can roll.
+    let pdb_resource = crate::model::disruption_budget_resource(&client).await;
+    let eviction_api_version = eviction_api_version(&client).await;
+    let state = ClusterState::start(&client, pdb_resource, metrics.clone(), &mut runtime);
+    runtime.spawn(
+        "readiness",
+        readiness(state.clone(), health.clone(), metrics.clone()),
+    );
+    let aws_provider = Arc::new(aws_provider(&settings, cluster, state.clone()).await);
+
+    let mut signal = std::pin::pin!(shutdown_signal());
     let (leading_tx, mut leading_rx) = watch::channel(settings.disable_leader_election);
+    let (election_stop_tx, election_stop_rx) = watch::channel(false);
     let mut election = None;
     if !settings.disable_leader_election {
         let elector = LeaderElector::new(
@@ -114,36 +116,127 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
             Timings::default(),
         );
         tracing::info!(identity = %elector.identity(), "waiting for leadership");
-        election = Some(tokio::spawn(elector.run(leading_tx, stopped())));
+        let mut stop = election_stop_rx.clone();
+        election = Some(tokio::spawn(elector.run(leading_tx, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })));
     }
 
-    let pdb_resource = crate::state::disruption_budget_resource(&client).await;
-    let state = ClusterState::start(&client, pdb_resource, &mut tasks);
-    let aws_provider = Arc::new(aws_provider(&settings, cluster, state.clone()).await);
-
-    let signal = async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    let mut controllers = Supervisor::new();
+    let outcome = tokio::select! {
+        _ = &mut signal => Ok(()),
+        ended = runtime.first_end() => Err(ended_error(ended)),
+        _ = async {
+            let _ = leading_rx.wait_for(|l| *l).await;
+            state.wait_synced().await;
+        } => {
+            tracing::info!("leading and synced; controllers starting");
+            start_controllers(&mut controllers, &settings, &client, &state, &metrics, aws_provider, eviction_api_version);
+            let lost = async {
+                if settings.disable_leader_election {
+                    std::future::pending::<()>().await;
+                }
+                let _ = leading_rx.wait_for(|l| !*l).await;
+            };
+            tokio::select! {
+                _ = &mut signal => Ok(()),
+                _ = lost => Err(RunError::LeadershipLost),
+                ended = controllers.first_end() => Err(ended_error(ended)),
+                ended = runtime.first_end() => Err(ended_error(ended)),
+            }
         }
     };
-    let mut signal = std::pin::pin!(signal);
-
-    // Wait to lead (or for a signal).
-    tokio::select! {
-        _ = leading_rx.wait_for(|l| *l) => {}
-        _ = &mut signal => {
-            let _ = stop_tx.send(true);
-            return Ok(());
+    match &outcome {
+        Ok(()) => {
+            tracing::info!("shutting down");
+            health.set_not_ready("shutting down");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "stopping");
+            health.set_unhealthy(e.to_string());
         }
     }
+    // Controllers stop before the Lease is released, so a new leader never overlaps them.
+    controllers.shutdown().await;
+    let _ = election_stop_tx.send(true);
+    if let Some(e) = election {
+        let _ = e.await;
+    }
+    let _ = http_stop_tx.send(true);
+    runtime.shutdown().await;
+    outcome
+}
+
+fn ended_error(ended: Option<TaskEnded>) -> RunError {
+    RunError::TaskEnded(ended.unwrap_or_else(|| TaskEnded {
+        name: "every task".into(),
+        how: "ended".into(),
+    }))
+}
+
+async fn bind(what: &'static str, port: u16) -> Result<TcpListener, RunError> {
+    let addr = SocketAddr::from(([0, 0, 0, 0], port));
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Bind { what, addr, source })
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+/// How long a watch may keep failing before the replica reports not ready.
+const WATCH_FAILURE_GRACE: Duration = Duration::from_secs(30);
+
+/// Readiness: ready once every watch has listed, not ready while a watch keeps failing.
+async fn readiness(state: ClusterState, health: Health, metrics: Arc<Metrics>) {
+    health.set_not_ready("caches not synced");
     state.wait_synced().await;
     metrics.set_cluster_state_synced(true);
-    health.set_ready();
-    tracing::info!("caches synced; controllers starting");
+    tracing::info!("caches synced");
+    loop {
+        let failing = state.watch_health.failing_longer_than(WATCH_FAILURE_GRACE);
+        if failing.is_empty() {
+            health.set_ready();
+        } else {
+            let kinds: Vec<String> = failing.iter().map(|(k, e)| format!("{k}: {e}")).collect();
+            health.set_not_ready(format!("watch failing: {}", kinds.join("; ")));
+        }
+        metrics.set_cluster_state_synced(failing.is_empty());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
 
+/// Where the API server serves Evictions: the version the `pods/eviction` subresource names
+/// (`policy/v1` from Kubernetes 1.22, `policy/v1beta1` before).
+async fn eviction_api_version(client: &Client) -> String {
+    let listed = client.list_core_api_resources("v1").await;
+    let version = listed.ok().and_then(|list| {
+        list.resources
+            .into_iter()
+            .find(|r| r.name == "pods/eviction")
+            .and_then(|r| r.version)
+    });
+    match version.as_deref() {
+        Some("v1") => "policy/v1".to_owned(),
+        _ => "policy/v1beta1".to_owned(),
+    }
+}
+
+/// Spawns every controller under `controllers`.
+fn start_controllers(
+    controllers: &mut Supervisor,
+    settings: &Settings,
+    client: &Client,
+    state: &ClusterState,
+    metrics: &Arc<Metrics>,
+    aws_provider: Arc<AwsCloudProvider>,
+    eviction_api_version: String,
+) {
     let provider: Arc<dyn CloudProvider> = Arc::new(MeteredCloudProvider::new(
         aws_provider.clone(),
         metrics.clone(),
@@ -154,7 +247,8 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         instance: std::env::var("POD_NAME").ok(),
     };
     let recorder = Recorder::new(client.clone(), reporter);
-    tasks.spawn(
+    controllers.spawn(
+        "provisioner",
         provisioner::Provisioner::new(
             client.clone(),
             state.clone(),
@@ -166,47 +260,48 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         )
         .run(),
     );
-    tasks.spawn(lifecycle::run(Arc::new(LifecycleContext {
-        client: client.clone(),
-        state: state.clone(),
-        provider: provider.clone(),
-        metrics: metrics.clone(),
-        recorder,
-        launch_ttl: settings.launch_ttl,
-        registration_ttl: settings.registration_ttl,
-        launched: Default::default(),
-    })));
-    tasks.spawn(gc::run(
-        client.clone(),
-        state.clone(),
-        provider.clone(),
-        settings.gc_interval,
-        settings.gc_grace,
-    ));
-    tasks.spawn(nodeclass_status::run(
-        client.clone(),
-        state.clone(),
-        aws_provider,
-    ));
-
-    let lost = async {
-        if settings.disable_leader_election {
-            std::future::pending::<()>().await;
-        }
-        let _ = leading_rx.wait_for(|l| !*l).await;
-    };
-    let result = tokio::select! {
-        _ = &mut signal => Ok(()),
-        _ = lost => Err(RunError::LeadershipLost),
-    };
-    tracing::info!("shutting down");
-    health.set_not_ready("shutting down");
-    let _ = stop_tx.send(true);
-    if let Some(e) = election {
-        let _ = e.await;
-    }
-    tasks.abort_all();
-    result
+    controllers.spawn(
+        "nodeclaim.lifecycle",
+        lifecycle::run(Arc::new(LifecycleContext {
+            client: client.clone(),
+            state: state.clone(),
+            provider: provider.clone(),
+            metrics: metrics.clone(),
+            recorder: recorder.clone(),
+            launch_ttl: settings.launch_ttl,
+            registration_ttl: settings.registration_ttl,
+            launched: Default::default(),
+            backoff: Default::default(),
+        })),
+    );
+    controllers.spawn(
+        "termination",
+        termination::run(Arc::new(TerminationContext {
+            client: client.clone(),
+            state: state.clone(),
+            provider: provider.clone(),
+            metrics: metrics.clone(),
+            events: Arc::new(Events::new(recorder)),
+            eviction_api_version,
+            evictions: Default::default(),
+            backoff: Default::default(),
+            drained: Default::default(),
+        })),
+    );
+    controllers.spawn(
+        "garbage collection",
+        gc::run(
+            client.clone(),
+            state.clone(),
+            provider,
+            settings.gc_interval,
+            settings.gc_grace,
+        ),
+    );
+    controllers.spawn(
+        "nodeclass status",
+        nodeclass_status::run(client.clone(), state.clone(), aws_provider),
+    );
 }
 
 /// The cluster CA as EKS hands it out (base64 of the PEM bundle), from the kube config.

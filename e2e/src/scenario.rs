@@ -19,7 +19,9 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::harness::{Ctx, TEST_LABEL, eventually};
 
+pub mod drain;
 pub mod inspect;
+pub use drain::*;
 pub use inspect::*;
 
 /// `node.kubernetes.io/instance-type`.
@@ -52,6 +54,8 @@ pub struct PoolSpec {
     pub limits: Value,
     /// The class's `userData`.
     pub user_data: Option<&'static str>,
+    /// `spec.template.spec.terminationGracePeriod` (v1beta1 has it since Karpenter 0.37).
+    pub termination_grace_period: Option<&'static str>,
 }
 
 impl PoolSpec {
@@ -74,6 +78,7 @@ impl PoolSpec {
             user_data: Some(
                 "#!/bin/bash\nexport ENABLE_PREFIX_DELEGATION=true\nexport WARM_PREFIX_TARGET=1\n",
             ),
+            termination_grace_period: None,
         }
     }
 
@@ -85,7 +90,14 @@ impl PoolSpec {
             max_pods: None,
             limits: Value::Null,
             user_data: None,
+            termination_grace_period: None,
         }
+    }
+
+    /// The same pool with a `terminationGracePeriod` on its template.
+    pub fn with_termination_grace_period(mut self, period: &'static str) -> PoolSpec {
+        self.termination_grace_period = Some(period);
+        self
     }
 
     /// The same pool with `spec.limits`.
@@ -145,6 +157,9 @@ pub async fn apply_pool(ctx: &Ctx, name: &str, spec: &PoolSpec) {
     .expect("NodePool object");
     if let Some(max_pods) = spec.max_pods {
         pool.data["spec"]["template"]["spec"]["kubelet"] = json!({"maxPods": max_pods});
+    }
+    if let Some(period) = spec.termination_grace_period {
+        pool.data["spec"]["template"]["spec"]["terminationGracePeriod"] = json!(period);
     }
     if !spec.limits.is_null() {
         pool.data["spec"]["limits"] = spec.limits.clone();

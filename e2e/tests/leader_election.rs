@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use karpenter::leader::{Ended, LeaderElector, Timings};
+use karpenter::runtime::leader::{Ended, LeaderElector, Timings};
 use karpenter_e2e::env::TestEnv;
 use karpenter_e2e::harness::eventually;
 use karpenter_e2e::node_sim::kube_client_from;

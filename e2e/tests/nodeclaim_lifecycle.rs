@@ -16,33 +16,6 @@ use kube_client::ResourceExt;
 use kube_client::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
-/// `State.Name` of an instance (`running`, `shutting-down`, `terminated`, …).
-async fn instance_state(ctx: &Ctx, id: &str) -> Option<String> {
-    let out = ctx
-        .ec2
-        .describe_instances()
-        .instance_ids(id)
-        .send()
-        .await
-        .ok()?;
-    out.reservations()
-        .iter()
-        .flat_map(|r| r.instances())
-        .find_map(|i| i.state()?.name().map(|n| n.as_str().to_owned()))
-}
-
-fn gone(state: Option<String>) -> bool {
-    matches!(
-        state.as_deref(),
-        None | Some("shutting-down" | "terminated")
-    )
-}
-
-fn instance_id(claim: &NodeClaim) -> Option<String> {
-    let id = claim.status.as_ref()?.provider_id.as_deref()?;
-    Some(id.rsplit('/').next()?.to_owned())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deleting_a_nodeclaim_terminates_its_instance_and_node() {
     karpenter_e2e::install_crypto_provider();
@@ -79,7 +52,7 @@ async fn deleting_a_nodeclaim_terminates_its_instance_and_node() {
             .await
             .expect("delete nodeclaim");
         eventually("instance terminated", Duration::from_secs(60), || async {
-            gone(instance_state(&ctx, &id).await).then_some(())
+            instance_gone(instance_state(&ctx, &id).await).then_some(())
         })
         .await;
         eventually("node and claim gone", Duration::from_secs(60), || async {
@@ -202,7 +175,7 @@ async fn a_node_that_never_joins_is_deleted_after_the_registration_ttl() {
                     .await
                     .iter()
                     .any(|c| c.uid().as_deref() == Some(uid.as_str()));
-                (!still && gone(instance_state(&ctx, &id).await)).then_some(())
+                (!still && instance_gone(instance_state(&ctx, &id).await)).then_some(())
             },
         )
         .await;
@@ -280,7 +253,7 @@ async fn an_instance_without_a_nodeclaim_is_garbage_collected() {
         eventually(
             "leaked instance terminated",
             Duration::from_secs(60),
-            || async { gone(instance_state(&ctx, &id).await).then_some(()) },
+            || async { instance_gone(instance_state(&ctx, &id).await).then_some(()) },
         )
         .await;
         eprintln!("leaked instance collected after {:?}", started.elapsed());

@@ -84,6 +84,11 @@ pub struct NodeClaimTemplateSpec {
     /// Kubelet overrides (moved to the node class in v1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubelet: Option<KubeletConfiguration>,
+    /// Maximum time to drain a node before its pods are deleted regardless of PDBs (added to
+    /// v1beta1 in Karpenter 0.37, kept as is by v1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^([0-9]+(s|m|h))+$"))]
+    pub termination_grace_period: Option<GoDuration>,
 }
 
 /// v1beta1 node class reference. Field order matches Karpenter's Go struct so the JSON written
@@ -305,7 +310,7 @@ fn convert(
                     kind,
                     name: old_ref.name.clone(),
                 },
-                termination_grace_period: None,
+                termination_grace_period: old_spec.termination_grace_period.clone(),
                 expire_after: old_disruption.expire_after.clone(),
             },
         },

@@ -238,9 +238,13 @@ impl AwsCloudProvider {
             .ok_or_else(|| not_found(provider_id))
     }
 
-    /// `delete`: an instance that is gone (or already `terminated`) is `NotFound`.
+    /// `delete`: an instance that is gone, `terminated` or already `shutting-down` is
+    /// `NotFound` (as Karpenter: once EC2 reports shutting-down, termination is done waiting).
     pub(crate) async fn terminate(&self, provider_id: &str) -> Result<(), ProviderError> {
         let instance = self.describe_one(provider_id).await?;
+        if instance.state == "shutting-down" {
+            return Err(not_found(provider_id));
+        }
         match self
             .ec2
             .terminate_instances(std::slice::from_ref(&instance.id))

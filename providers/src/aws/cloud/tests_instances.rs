@@ -88,13 +88,14 @@ async fn delete_terminates_and_maps_gone_instances_to_not_found() {
         f.ec2.with(|s| s.instances["i-1"].state.clone()),
         "shutting-down"
     );
-    // Terminating again: EC2 answers `terminated`.
+    // Asked again while it shuts down: gone, without another TerminateInstances.
     let err = f
         .provider
         .delete("aws:///us-east-1a/i-1")
         .await
         .unwrap_err();
     assert!(err.is_not_found(), "{err:?}");
+    assert_eq!(f.ec2.count("TerminateInstances"), 1);
     for id in ["aws:///us-east-1a/i-2", "aws:///us-east-1a/i-404"] {
         let err = f.provider.delete(id).await.unwrap_err();
         assert!(err.is_not_found(), "{id}: {err:?}");

@@ -60,8 +60,13 @@ fn launched(mut c: NodeClaim, at_secs: i64, extra: &[&str]) -> NodeClaim {
     c
 }
 
+/// A node as it is once registered (with the termination finalizer).
 fn node(ready: bool, taints: &[(&str, &str)], allocatable: &[(&str, &str)]) -> Node {
     Node {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            finalizers: Some(vec![TERMINATION_FINALIZER.to_owned()]),
+            ..Default::default()
+        },
         spec: Some(NodeSpec {
             provider_id: Some("aws:///us-east-1a/i-1".into()),
             taints: Some(
@@ -90,7 +95,6 @@ fn node(ready: bool, taints: &[(&str, &str)], allocatable: &[(&str, &str)]) -> N
             ),
             ..NodeStatus::default()
         }),
-        ..Node::default()
     }
 }
 
@@ -262,5 +266,35 @@ fn a_registered_node_that_gets_the_unregistered_taint_back_has_it_removed_again(
     assert_eq!(
         next_step(&initialized, Some(&clean), at(1010), LAUNCH_TTL, REG_TTL),
         LifecycleStep::Done
+    );
+}
+
+#[test]
+fn registration_puts_the_termination_finalizer_on_the_node_and_a_registered_node_gets_it_back() {
+    let c = launched(claim(""), 2_000, &[]);
+    let mut fresh = node(false, &[], &[]);
+    fresh.metadata.finalizers = Some(vec!["example.com/keep".into()]);
+    let owner = OwnerReference {
+        uid: "claim-uid".into(),
+        ..OwnerReference::default()
+    };
+    let patch = registration_patch(&c, &fresh, owner);
+    assert_eq!(
+        patch["metadata"]["finalizers"],
+        serde_json::json!(["example.com/keep", TERMINATION_FINALIZER])
+    );
+
+    let registered = launched(claim(""), 2_000, &[conditions::REGISTERED]);
+    let mut stripped = node(false, &[], &[]);
+    stripped.metadata.finalizers = None;
+    assert_eq!(
+        next_step(&registered, Some(&stripped), at(2_010), LAUNCH_TTL, REG_TTL),
+        LifecycleStep::AddNodeFinalizer
+    );
+    // A Node being deleted is left to termination.
+    stripped.metadata.deletion_timestamp = Some(Time(at(2_005)));
+    assert_eq!(
+        next_step(&registered, Some(&stripped), at(2_010), LAUNCH_TTL, REG_TTL),
+        LifecycleStep::WaitForInitialization
     );
 }

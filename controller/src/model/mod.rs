@@ -1,142 +1,135 @@
-//! Cluster state: one kube-runtime reflector per kind the controller decides on, each feeding
-//! an in-memory store. Decisions wait until every store has listed once
+//! The shared cluster model: one kube-runtime reflector per kind the controllers decide on, each
+//! feeding an in-memory store that every controller reads. Decisions wait until every store has listed once
 //! ([`ClusterState::wait_synced`]), so the provisioner never plans against a half-empty view.
 
-use std::fmt::Debug;
-use std::hash::Hash;
 use std::sync::Arc;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::api::storage::v1::{StorageClass, VolumeAttachment};
 use karpenter_core::api::{KubeletConfiguration, NodeClaim};
 use karpenter_providers::NodePoolRef;
 use karpenter_providers::aws::cloud::NodeClassSource;
 use karpenter_providers::aws::nodeclass::EC2NodeClass;
+use kube_client::Client;
 use kube_client::api::{Api, ApiResource, DynamicObject};
 use kube_client::core::GroupVersionKind;
-use kube_client::runtime::reflector::{self, Store, store::Writer};
-use kube_client::runtime::{WatchStreamExt, watcher};
-use kube_client::{Client, Resource};
-use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
-use tokio::task::JoinSet;
 
-use crate::objects::{self, PoolView};
+pub mod objects;
+pub mod snapshot;
+pub mod volume_topology;
+pub mod watch;
 
-/// The reflector stores.
+use objects::PoolView;
+use watch::{WatchContext, watch, watch_decoded};
+pub use watch::{WatchHealth, Watched};
+
+use crate::runtime::metrics::Metrics;
+use crate::runtime::supervisor::Supervisor;
+
+/// The shared cluster model: a store (and a change broadcast) per kind. Every field derefs
+/// to its reflector [`Store`], so `state.nodes.state()` lists every Node.
 #[derive(Clone)]
 pub struct ClusterState {
     /// Every pod.
-    pub pods: Store<Pod>,
+    pub pods: Watched<Pod>,
     /// Every node.
-    pub nodes: Store<Node>,
+    pub nodes: Watched<Node>,
     /// NodePools, untyped (v1 and v1beta1 bodies; see [`objects`]).
-    pub node_pools: Store<DynamicObject>,
+    pub node_pools: Watched<DynamicObject>,
     /// EC2NodeClasses, untyped.
-    pub node_classes: Store<DynamicObject>,
-    /// NodeClaims.
-    pub node_claims: Store<NodeClaim>,
+    pub node_classes: Watched<DynamicObject>,
+    /// NodeClaims (decoded one by one: one that does not decode is left out).
+    pub node_claims: Watched<NodeClaim>,
     /// DaemonSets (their pods' requests go on every new node).
-    pub daemon_sets: Store<DaemonSet>,
+    pub daemon_sets: Watched<DaemonSet>,
     /// PersistentVolumeClaims (a pending pod's volumes restrict its zone).
-    pub volume_claims: Store<PersistentVolumeClaim>,
+    pub volume_claims: Watched<PersistentVolumeClaim>,
     /// PersistentVolumes (a bound claim's node affinity).
-    pub volumes: Store<PersistentVolume>,
+    pub volumes: Watched<PersistentVolume>,
     /// StorageClasses (an unbound claim's allowed topologies).
-    pub storage_classes: Store<StorageClass>,
+    pub storage_classes: Watched<StorageClass>,
+    /// VolumeAttachments (termination waits for a drained node's volumes to detach).
+    pub volume_attachments: Watched<VolumeAttachment>,
     /// PodDisruptionBudgets, untyped: `policy/v1`, or `policy/v1beta1` on API servers older
     /// than 1.21 (read through [`ClusterState::disruption_budgets`]).
-    pub disruption_budgets: Store<DynamicObject>,
+    pub disruption_budgets: Watched<DynamicObject>,
     /// Poked on every pod change, so the provisioner can open a batch.
     pub pod_changed: Arc<Notify>,
     /// Poked on every NodeClaim, Node or NodePool change.
     pub capacity_changed: Arc<Notify>,
+    /// Poked on every EC2NodeClass change.
+    pub node_class_changed: Arc<Notify>,
+    /// Which watches are failing.
+    pub watch_health: WatchHealth,
 }
 
 impl ClusterState {
-    /// Starts the reflectors on `tasks`; PodDisruptionBudgets are watched at `pdb_resource`
-    /// (see [`disruption_budget_resource`]).
+    /// Starts one watch per kind on `tasks`; PodDisruptionBudgets are watched at
+    /// `pdb_resource` (see [`disruption_budget_resource`]).
     pub fn start(
         client: &Client,
         pdb_resource: ApiResource,
-        tasks: &mut JoinSet<()>,
+        metrics: Arc<Metrics>,
+        tasks: &mut Supervisor,
     ) -> ClusterState {
         let pod_changed = Arc::new(Notify::new());
         let capacity_changed = Arc::new(Notify::new());
-        let pods = reflect(
-            Api::<Pod>::all(client.clone()),
-            (),
-            Some(pod_changed.clone()),
-            tasks,
-        );
-        let nodes = reflect(
-            Api::<Node>::all(client.clone()),
-            (),
-            Some(capacity_changed.clone()),
-            tasks,
-        );
+        let node_class_changed = Arc::new(Notify::new());
+        let watch_health = WatchHealth::default();
+        let ctx = WatchContext {
+            metrics,
+            health: watch_health.clone(),
+        };
+        let c = client;
+        let pod_note = Some(pod_changed.clone());
+        let capacity_note = Some(capacity_changed.clone());
         let pool_res = objects::node_pool_resource();
-        let node_pools = reflect(
-            Api::<DynamicObject>::all_with(client.clone(), &pool_res),
-            pool_res,
-            Some(capacity_changed.clone()),
-            tasks,
-        );
         let class_res = objects::node_class_resource();
-        let node_classes = reflect(
-            Api::<DynamicObject>::all_with(client.clone(), &class_res),
-            class_res,
-            None,
-            tasks,
-        );
-        let node_claims = reflect(
-            Api::<NodeClaim>::all(client.clone()),
-            (),
-            Some(capacity_changed.clone()),
-            tasks,
-        );
-        let daemon_sets = reflect(Api::<DaemonSet>::all(client.clone()), (), None, tasks);
-        // A claim, volume or class appearing can make a pending pod schedulable: re-plan.
-        let volume_claims = reflect(
-            Api::<PersistentVolumeClaim>::all(client.clone()),
-            (),
-            Some(pod_changed.clone()),
-            tasks,
-        );
-        let volumes = reflect(
-            Api::<PersistentVolume>::all(client.clone()),
-            (),
-            Some(pod_changed.clone()),
-            tasks,
-        );
-        let storage_classes = reflect(
-            Api::<StorageClass>::all(client.clone()),
-            (),
-            Some(pod_changed.clone()),
-            tasks,
-        );
-        let disruption_budgets = reflect(
-            Api::<DynamicObject>::all_with(client.clone(), &pdb_resource),
-            pdb_resource,
-            None,
-            tasks,
-        );
         ClusterState {
-            pods,
-            nodes,
-            node_pools,
-            node_classes,
-            node_claims,
-            daemon_sets,
-            volume_claims,
-            volumes,
-            storage_classes,
-            disruption_budgets,
+            pods: watch(Api::all(c.clone()), (), pod_note.clone(), &ctx, tasks),
+            nodes: watch(Api::all(c.clone()), (), capacity_note.clone(), &ctx, tasks),
+            node_pools: watch(
+                Api::all_with(c.clone(), &pool_res),
+                pool_res,
+                capacity_note.clone(),
+                &ctx,
+                tasks,
+            ),
+            node_classes: watch(
+                Api::all_with(c.clone(), &class_res),
+                class_res,
+                Some(node_class_changed.clone()),
+                &ctx,
+                tasks,
+            ),
+            node_claims: watch_decoded(
+                Api::all_with(c.clone(), &objects::node_claim_resource()),
+                objects::read_node_claim,
+                objects::node_claim_placeholder,
+                capacity_note,
+                &ctx,
+                tasks,
+            ),
+            daemon_sets: watch(Api::all(c.clone()), (), None, &ctx, tasks),
+            // A claim, volume or class appearing can make a pending pod schedulable: re-plan.
+            volume_claims: watch(Api::all(c.clone()), (), pod_note.clone(), &ctx, tasks),
+            volumes: watch(Api::all(c.clone()), (), pod_note.clone(), &ctx, tasks),
+            storage_classes: watch(Api::all(c.clone()), (), pod_note, &ctx, tasks),
+            volume_attachments: watch(Api::all(c.clone()), (), None, &ctx, tasks),
+            disruption_budgets: watch(
+                Api::all_with(c.clone(), &pdb_resource),
+                pdb_resource,
+                None,
+                &ctx,
+                tasks,
+            ),
             pod_changed,
             capacity_changed,
+            node_class_changed,
+            watch_health,
         }
     }
 
@@ -152,6 +145,7 @@ impl ClusterState {
         let _ = self.volume_claims.wait_until_ready().await;
         let _ = self.volumes.wait_until_ready().await;
         let _ = self.storage_classes.wait_until_ready().await;
+        let _ = self.volume_attachments.wait_until_ready().await;
         let _ = self.disruption_budgets.wait_until_ready().await;
     }
 
@@ -246,40 +240,6 @@ pub fn read_disruption_budget(obj: &DynamicObject) -> Result<PodDisruptionBudget
         obj.metadata.name.as_deref().unwrap_or("")
     );
     serde_json::from_value(value).map_err(|e| format!("{name}: {e}"))
-}
-
-/// Spawns a reflector for `api` and returns its store. The watch restarts with backoff on
-/// errors (including objects that fail to deserialize), so one bad object or a flaky API
-/// server never ends it.
-fn reflect<K>(
-    api: Api<K>,
-    dyntype: K::DynamicType,
-    changed: Option<Arc<Notify>>,
-    tasks: &mut JoinSet<()>,
-) -> Store<K>
-where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Clone + Eq + Hash + Send + Sync + 'static,
-{
-    let kind = K::kind(&dyntype).into_owned();
-    let writer: Writer<K> = Writer::new(dyntype);
-    let store = writer.as_reader();
-    let stream =
-        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
-    tasks.spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(_) => {
-                    if let Some(n) = &changed {
-                        n.notify_one();
-                    }
-                }
-                Err(e) => tracing::warn!(kind = %kind, error = %e, "watch error; retrying"),
-            }
-        }
-    });
-    store
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use karpenter_core::scheduling::{SolveOptions, solve};
 use kube_client::api::DynamicObject;
 
 use super::*;
-use crate::objects::read_node_pool;
+use crate::model::objects::read_node_pool;
 
 fn pending_pod(name: &str, cpu: &str) -> Arc<Pod> {
     Arc::new(

@@ -1,18 +1,14 @@
-//! Garbage collection, as Karpenter's: instances tagged for this cluster that no NodeClaim
-//! accounts for are terminated (e.g. launched by a controller that crashed before it wrote the
-//! claim's status), with their Nodes; launched NodeClaims whose instance is gone are deleted.
+//! The pure decision of garbage collection: which instances leaked and which claims lost
+//! their instance.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Node;
 use karpenter_core::api::NodeClaim;
-use karpenter_providers::{CloudProvider, LaunchedInstance};
-use kube_client::Client;
-use kube_client::api::{Api, DeleteParams};
+use karpenter_providers::LaunchedInstance;
 
-use crate::state::ClusterState;
+use crate::controllers::conditions;
 
 /// What one collection decided.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -69,7 +65,7 @@ pub fn collect(
         .filter(|c| {
             c.status
                 .as_ref()
-                .and_then(|s| s.condition(crate::lifecycle::conditions::LAUNCHED))
+                .and_then(|s| s.condition(conditions::LAUNCHED))
                 .is_some_and(|l| {
                     now_unix - l.last_transition_time.0.as_second() >= grace.as_secs() as i64
                 })
@@ -88,58 +84,6 @@ pub fn collect(
     }
 }
 
-/// Runs a collection every `interval`.
-pub async fn run(
-    client: Client,
-    state: ClusterState,
-    provider: Arc<dyn CloudProvider>,
-    interval: Duration,
-    grace: Duration,
-) {
-    let mut tick = tokio::time::interval(interval);
-    loop {
-        tick.tick().await;
-        if let Err(e) = collect_once(&client, &state, provider.as_ref(), grace).await {
-            tracing::warn!(error = %e, "garbage collection failed");
-        }
-    }
-}
-
-/// One collection, with its I/O.
-pub async fn collect_once(
-    client: &Client,
-    state: &ClusterState,
-    provider: &dyn CloudProvider,
-    grace: Duration,
-) -> Result<Collection, String> {
-    // Claims are read after the instances, so a claim created in between is seen.
-    let instances = provider.list().await.map_err(|e| e.to_string())?;
-    let claims = state.node_claims.state();
-    let now = k8s_openapi::jiff::Timestamp::now().as_second();
-    let decision = collect(&instances, &claims, now, grace);
-    let nodes: Api<Node> = Api::all(client.clone());
-    for id in &decision.leaked_instances {
-        tracing::info!(provider_id = %id, "garbage-collecting instance without a nodeclaim");
-        match provider.delete(id).await {
-            Ok(()) => {}
-            Err(e) if e.is_not_found() => {}
-            Err(e) => tracing::warn!(provider_id = %id, error = %e, "terminate failed"),
-        }
-        let node = state
-            .nodes
-            .find(|n| n.spec.as_ref().and_then(|s| s.provider_id.as_deref()) == Some(id.as_str()));
-        if let Some(name) = node.and_then(|n| n.metadata.name.clone()) {
-            let _ = nodes.delete(&name, &DeleteParams::default()).await;
-        }
-    }
-    let api: Api<NodeClaim> = Api::all(client.clone());
-    for name in &decision.orphaned_claims {
-        tracing::info!(nodeclaim = %name, "deleting nodeclaim whose instance is gone");
-        let _ = api.delete(name, &DeleteParams::default()).await;
-    }
-    Ok(decision)
-}
-
 #[cfg(test)]
-#[path = "gc_tests.rs"]
+#[path = "decide_tests.rs"]
 mod tests;

@@ -10,7 +10,8 @@ use karpenter_core::api::NodeClaim;
 use karpenter_core::labels;
 use serde_json::{Value, json};
 
-use super::conditions;
+use crate::controllers::conditions;
+use crate::controllers::termination::{TERMINATION_FINALIZER, has_finalizer};
 
 /// What a NodeClaim needs next.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +38,9 @@ pub enum LifecycleStep {
     /// Node without a resourceVersion, so lifting `not-ready` can write back the taint our
     /// registration had just removed; left alone the node never initializes.
     RemoveUnregisteredTaint,
+    /// Registered, but the Node lacks the termination finalizer (registered by an older
+    /// version, or someone removed it while the Node lives): add it back.
+    AddNodeFinalizer,
     /// Registered; the Node is not ready yet.
     WaitForInitialization,
     /// The Node is ready: mark the claim initialized.
@@ -109,6 +113,11 @@ pub fn next_step(
     }
     if node.is_some_and(has_unregistered_taint) {
         return LifecycleStep::RemoveUnregisteredTaint;
+    }
+    if node.is_some_and(|n| {
+        n.metadata.deletion_timestamp.is_none() && !has_finalizer(n.metadata.finalizers.as_ref())
+    }) {
+        return LifecycleStep::AddNodeFinalizer;
     }
     if is_true(claim, conditions::INITIALIZED) {
         return LifecycleStep::Done;
@@ -215,6 +224,10 @@ pub fn registration_patch(claim: &NodeClaim, node: &Node, owner: OwnerReference)
             taints.push(t.clone());
         }
     }
+    let mut finalizers = node.metadata.finalizers.clone().unwrap_or_default();
+    if !finalizers.iter().any(|f| f == TERMINATION_FINALIZER) {
+        finalizers.push(TERMINATION_FINALIZER.to_owned());
+    }
     let mut owners = node.metadata.owner_references.clone().unwrap_or_default();
     if !owners.iter().any(|o| o.uid == owner.uid) {
         owners.push(owner);
@@ -223,6 +236,7 @@ pub fn registration_patch(claim: &NodeClaim, node: &Node, owner: OwnerReference)
         "metadata": {
             "labels": node_labels,
             "ownerReferences": owners,
+            "finalizers": finalizers,
             "resourceVersion": version_guard(node),
         },
         "spec": {"taints": taints},

@@ -6,7 +6,7 @@
 //! and EC2NodeClasses untyped and decides the shape from the body, converting v1beta1 in
 //! process. A malformed object is an error for that object only; it never stops the watch.
 
-use karpenter_core::api::{self, KubeletConfiguration};
+use karpenter_core::api::{self, KubeletConfiguration, NodeClaim};
 use karpenter_providers::aws::nodeclass::{self, EC2NodeClass};
 use kube_client::api::{ApiResource, DynamicObject};
 use kube_client::core::GroupVersionKind;
@@ -24,6 +24,55 @@ pub fn node_class_resource() -> ApiResource {
         "v1",
         "EC2NodeClass",
     ))
+}
+
+/// The NodeClaim resource at its storage version.
+pub fn node_claim_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(api::GROUP, "v1", "NodeClaim"))
+}
+
+/// Reads a NodeClaim body as v1. A `v1beta1` body (Karpenter 0.3x: `nodeClassRef.apiVersion`
+/// instead of `group`) is converted as Karpenter v1's conversion webhook does; anything else
+/// that does not decode is an error naming the object.
+pub fn read_node_claim(obj: &DynamicObject) -> Result<NodeClaim, String> {
+    let name = obj.metadata.name.clone().unwrap_or_default();
+    let mut value = body(obj);
+    value["apiVersion"] = format!("{}/v1", api::GROUP).into();
+    value["kind"] = "NodeClaim".into();
+    let class_ref = &mut value["spec"]["nodeClassRef"];
+    if class_ref.get("group").is_none()
+        && let Some(group) = class_ref["apiVersion"]
+            .as_str()
+            .map(|v| v.split('/').next().unwrap_or_default().to_owned())
+    {
+        class_ref["group"] = group.into();
+        if class_ref.get("kind").is_none() {
+            class_ref["kind"] = "EC2NodeClass".into();
+        }
+    }
+    serde_json::from_value(value).map_err(|e| format!("NodeClaim/{name}: {e}"))
+}
+
+/// A NodeClaim with only `obj`'s metadata: the stand-in that removes a claim that never
+/// decoded from the store when it is deleted.
+pub fn node_claim_placeholder(obj: &DynamicObject) -> NodeClaim {
+    NodeClaim {
+        metadata: obj.metadata.clone(),
+        spec: api::NodeClaimSpec {
+            taints: Vec::new(),
+            startup_taints: Vec::new(),
+            requirements: Vec::new(),
+            resources: Default::default(),
+            node_class_ref: api::NodeClassReference {
+                group: String::new(),
+                kind: String::new(),
+                name: String::new(),
+            },
+            termination_grace_period: None,
+            expire_after: api::nodeclaim::default_expire_after(),
+        },
+        status: None,
+    }
 }
 
 /// A NodePool in v1 form, with the kubelet settings a v1beta1 body carried.
@@ -157,6 +206,42 @@ mod tests {
 
     fn dynamic(yaml: &str) -> DynamicObject {
         serde_yaml::from_str(yaml).expect("test YAML parses")
+    }
+
+    #[test]
+    fn a_v1beta1_node_claim_is_converted_and_a_broken_one_is_an_error_naming_it() {
+        let old = dynamic(
+            r#"
+apiVersion: karpenter.sh/v1
+kind: NodeClaim
+metadata: {name: default-abc}
+spec:
+  nodeClassRef: {apiVersion: karpenter.k8s.aws/v1beta1, kind: EC2NodeClass, name: default}
+  requirements: [{key: node.kubernetes.io/instance-type, operator: In, values: [m5.large]}]
+  kubelet: {maxPods: 110}
+status: {providerID: 'aws:///us-east-1a/i-1'}
+"#,
+        );
+        let claim = read_node_claim(&old).expect("v1beta1 converts");
+        assert_eq!(claim.spec.node_class_ref.group, "karpenter.k8s.aws");
+        assert_eq!(claim.spec.node_class_ref.name, "default");
+        assert_eq!(
+            claim.status.and_then(|s| s.provider_id).as_deref(),
+            Some("aws:///us-east-1a/i-1")
+        );
+
+        let broken = dynamic(
+            r#"
+apiVersion: karpenter.sh/v1
+kind: NodeClaim
+metadata: {name: broken}
+spec: {requirements: 7}
+"#,
+        );
+        let err = read_node_claim(&broken).expect_err("does not decode");
+        assert!(err.starts_with("NodeClaim/broken: "), "{err}");
+        let stand_in = node_claim_placeholder(&broken);
+        assert_eq!(stand_in.metadata.name.as_deref(), Some("broken"));
     }
 
     const SEED_POOL: &str = r#"

@@ -20,7 +20,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::settings::LogLevel;
+use crate::runtime::settings::LogLevel;
 
 /// The filter directive of a log level.
 fn directive(level: LogLevel) -> &'static str {

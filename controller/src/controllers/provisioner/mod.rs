@@ -20,10 +20,10 @@ use kube_client::api::{Api, PostParams};
 use kube_client::runtime::events::{Event, EventType, Recorder};
 use kube_client::{Client, Resource};
 
-use crate::cluster::{ClusterObjects, build_snapshot, node_claim_for, pod_key};
-use crate::metrics::Metrics;
-use crate::state::ClusterState;
-use crate::volume_topology::VolumeObjects;
+use crate::model::ClusterState;
+use crate::model::snapshot::{ClusterObjects, build_snapshot, node_claim_for, pod_key};
+use crate::model::volume_topology::VolumeObjects;
+use crate::runtime::metrics::Metrics;
 
 /// The `controller` label of the provisioner's metrics.
 const CONTROLLER: &str = "provisioner";
@@ -205,7 +205,7 @@ impl Provisioner {
             let created = api.create(&PostParams::default(), &claim).await?;
             let name = created.metadata.name.clone().unwrap_or_default();
             self.metrics
-                .nodeclaim_created(&new.node_pool, crate::metrics::reason::PROVISIONED);
+                .nodeclaim_created(&new.node_pool, crate::runtime::metrics::reason::PROVISIONED);
             tracing::info!(
                 nodeclaim = %name,
                 nodepool = %new.node_pool,

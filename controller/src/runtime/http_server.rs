@@ -1,11 +1,12 @@
 //! The controller's HTTP endpoints, on hyper 1: `/metrics` on the metrics port (8080) and the
 //! kubelet probes `/healthz` and `/readyz` on the health port (8081), as Karpenter serves them.
 //!
-//! `/metrics` answers in OpenMetrics text ([`crate::metrics::CONTENT_TYPE`]), the format
+//! `/metrics` answers in OpenMetrics text ([`crate::runtime::metrics::CONTENT_TYPE`]), the format
 //! Prometheus prefers and prometheus-client writes. `/healthz` answers 200 as long as the
 //! runtime serves requests at all (a wedged runtime fails the probe by not answering);
 //! `/readyz` answers 200 once [`Health::set_ready`] was called (caches synced) and 503 with the
-//! reason before that or after [`Health::set_not_ready`]. Other paths are 404, other methods
+//! reason before that or after [`Health::set_not_ready`]. Both answer 500 after
+//! [`Health::set_unhealthy`] (a supervised task ended; the process is exiting). Other paths are 404, other methods
 //! than GET/HEAD 405.
 
 use std::convert::Infallible;
@@ -24,7 +25,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::metrics::{self, Metrics};
+use crate::runtime::metrics::{self, Metrics};
 
 /// Readiness of the controller, shared between whatever decides it (cache sync) and the
 /// `/readyz` handler. Clones share the state. Starts not ready.
@@ -36,6 +37,8 @@ pub struct Health {
 #[derive(Debug)]
 struct HealthState {
     ready: AtomicBool,
+    /// False once a task that must not end has ended: `/healthz` answers 500.
+    healthy: AtomicBool,
     /// Why the controller is not ready; shown by `/readyz` with its 503.
     reason: Mutex<String>,
 }
@@ -52,6 +55,7 @@ impl Health {
         Self {
             inner: Arc::new(HealthState {
                 ready: AtomicBool::new(false),
+                healthy: AtomicBool::new(true),
                 reason: Mutex::new("starting".to_string()),
             }),
         }
@@ -66,6 +70,19 @@ impl Health {
     pub fn set_not_ready(&self, reason: impl Into<String>) {
         *self.reason() = reason.into();
         self.inner.ready.store(false, Ordering::SeqCst);
+    }
+
+    /// `/healthz` (and `/readyz`) answer 500 from now on, with `reason`: the process is about
+    /// to exit because something that must not end ended.
+    pub fn set_unhealthy(&self, reason: impl Into<String>) {
+        *self.reason() = reason.into();
+        self.inner.ready.store(false, Ordering::SeqCst);
+        self.inner.healthy.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether `/healthz` answers 200.
+    pub fn is_healthy(&self) -> bool {
+        self.inner.healthy.load(Ordering::SeqCst)
     }
 
     /// Whether `/readyz` answers 200.
@@ -119,6 +136,13 @@ pub fn health_response<B>(health: &Health, req: &Request<B>) -> Response<Full<By
     }
     if let Some(resp) = reject_method(req) {
         return resp;
+    }
+    if !health.is_healthy() {
+        let reason = health.reason().clone();
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("unhealthy: {reason}\n"),
+        );
     }
     if path == "/healthz" || health.is_ready() {
         return text(StatusCode::OK, "ok\n");
@@ -313,6 +337,15 @@ mod tests {
         assert_eq!(status, StatusCode::NOT_FOUND);
         let (status, _, _) = get(&c, &format!("{base}/")).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
+
+        // A supervised task ended: both probes fail, liveness included.
+        health.set_ready();
+        health.set_unhealthy("provisioner panicked: boom");
+        let (status, _, body) = get(&c, &format!("{base}/healthz")).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body, "unhealthy: provisioner panicked: boom\n");
+        let (status, _, _) = get(&c, &format!("{base}/readyz")).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
 
         stop.send(()).unwrap();
         tokio::time::timeout(Duration::from_secs(5), server)

@@ -5,7 +5,7 @@
 //! [`Metrics`] owns the registry and one typed handle per metric; callers go through its methods
 //! (`nodeclaim_created(nodepool, reason)`, …), which fix the label names, so a label cannot be
 //! misspelled or forgotten. [`Metrics::encode`] renders the OpenMetrics text exposition that
-//! [`crate::http_server::serve_metrics`] serves.
+//! [`crate::runtime::http_server::serve_metrics`] serves.
 //!
 //! Where the brief of this module and Karpenter v1.0 differ, Karpenter wins: v1.0 has no
 //! `karpenter_nodeclaims_{launched,registered,initialized}_total` (replaced by status-condition
@@ -13,6 +13,7 @@
 //! `karpenter_provisioner_scheduling_*`).
 
 mod cloudprovider;
+mod termination;
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -26,6 +27,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 pub use cloudprovider::{MeteredCloudProvider, error_label};
+pub use termination::TerminationMetrics;
 
 /// Content type of [`Metrics::encode`]'s output: OpenMetrics 1.0, which Prometheus negotiates
 /// and scrapes natively (and which prometheus-client is built to write).
@@ -201,6 +203,8 @@ pub struct Metrics {
     cluster_state_synced: Gauge<f64, AtomicU64>,
     interruption_received: CounterVec<1>,
     interruption_deleted: Counter,
+    /// Termination and runtime-health metrics.
+    pub termination: TerminationMetrics,
 }
 
 impl Default for Metrics {
@@ -214,7 +218,8 @@ impl Metrics {
     pub fn new() -> Self {
         // Counters are registered without `_total`: prometheus-client appends it to the sample
         // name, which then matches Karpenter's (`karpenter_nodeclaims_created_total`).
-        let mut r = Registry::with_prefix("karpenter");
+        let mut root = Registry::default();
+        let r = root.sub_registry_with_prefix("karpenter");
         let m = Metrics {
             nodeclaims_created: Family::default(),
             nodeclaims_terminated: Family::default(),
@@ -236,6 +241,7 @@ impl Metrics {
             cluster_state_synced: Gauge::default(),
             interruption_received: Family::default(),
             interruption_deleted: Counter::default(),
+            termination: TerminationMetrics::register(r),
             registry: Registry::default(),
         };
         r.register(
@@ -343,7 +349,11 @@ impl Metrics {
             "Count of messages deleted from the SQS queue.",
             m.interruption_deleted.clone(),
         );
-        Metrics { registry: r, ..m }
+        m.termination.register_root(&mut root);
+        Metrics {
+            registry: root,
+            ..m
+        }
     }
 
     /// The OpenMetrics text exposition of every metric (ends with `# EOF`).

@@ -28,8 +28,8 @@ use karpenter_core::resources::{self, Resources};
 use karpenter_core::scheduling::NewNodeClaim;
 use karpenter_core::snapshot::{ExistingNode, PodKey, Snapshot, Taint, TaintEffect};
 
-use crate::objects::PoolView;
-use crate::volume_topology::{VolumeObjects, inject_volume_topology};
+use crate::model::objects::PoolView;
+use crate::model::volume_topology::{VolumeObjects, inject_volume_topology};
 
 /// The objects a provisioning pass looks at.
 #[derive(Clone, Copy, Debug)]
@@ -458,5 +458,5 @@ pub fn claim_requirements(claim: &NodeClaim) -> Requirements {
 }
 
 #[cfg(test)]
-#[path = "cluster_tests.rs"]
+#[path = "snapshot_tests.rs"]
 mod tests;

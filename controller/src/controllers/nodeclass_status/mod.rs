@@ -13,8 +13,8 @@ use kube_client::Client;
 use kube_client::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::json;
 
-use crate::objects;
-use crate::state::ClusterState;
+use crate::model::ClusterState;
+use crate::model::objects;
 
 /// How often node classes are resolved again (subnet IPs and `@latest` AMIs change).
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(60);
@@ -131,7 +131,7 @@ async fn reconcile_one(
             },
         },
     };
-    crate::lifecycle::fill_empty_messages(&mut status.conditions);
+    crate::controllers::conditions::fill_empty_messages(&mut status.conditions);
     carry_transition_times(&mut status, old.as_ref());
     if old.as_ref() == Some(&status) {
         return Ok(());

@@ -1,0 +1,39 @@
+//! The controllers. Each reads the shared cluster model ([`crate::model`]), decides in a pure
+//! function (its `decide` module, tested without a cluster) and does the I/O apart; each field
+//! of each object has one writer:
+//!
+//! | controller | the only writer of |
+//! |---|---|
+//! | [`provisioner`] | new NodeClaims; `Nominated` / `FailedScheduling` events |
+//! | [`lifecycle`] | NodeClaim `Launched`/`Registered`/`Initialized`/`Ready`; Node labels and taints from the claim |
+//! | [`gc`] | termination of instances no claim accounts for; deletion of claims whose instance is gone |
+//! | [`termination`] | evictions, the disrupted taint, instance termination, termination finalizers, `InstanceTerminating` |
+//! | [`nodeclass_status`] | EC2NodeClass status |
+
+use std::time::Duration;
+
+use futures::Stream;
+
+pub mod backoff;
+pub mod conditions;
+pub mod events;
+pub mod gc;
+pub mod lifecycle;
+pub mod nodeclass_status;
+pub mod provisioner;
+pub mod termination;
+
+/// How often a controller reconciles every object without an event (a safety net for missed
+/// changes).
+pub const RESYNC_INTERVAL: Duration = Duration::from_secs(300);
+
+/// A tick now and every [`RESYNC_INTERVAL`] after: the `reconcile_all_on` trigger of the
+/// controllers, so everything in the shared model is looked at when a controller starts.
+pub fn resync_ticks() -> impl Stream<Item = ()> + Send + 'static {
+    futures::stream::unfold(true, |first| async move {
+        if !first {
+            tokio::time::sleep(RESYNC_INTERVAL).await;
+        }
+        Some(((), false))
+    })
+}
