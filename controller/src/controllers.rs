@@ -9,6 +9,7 @@
 //! | [`gc`] | termination of instances no claim accounts for; deletion of claims whose instance is gone |
 //! | [`termination`] | evictions, the disrupted taint, instance termination, termination finalizers, `InstanceTerminating` |
 //! | [`nodeclass_status`] | EC2NodeClass status |
+//! | [`nodepool_status`] | NodePool `ValidationSucceeded` / `Ready` conditions; `ValidationFailed` events |
 
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ pub mod events;
 pub mod gc;
 pub mod lifecycle;
 pub mod nodeclass_status;
+pub mod nodepool_status;
 pub mod provisioner;
 pub mod termination;
 

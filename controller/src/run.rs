@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use crate::controllers::events::Events;
 use crate::controllers::lifecycle::{self, LifecycleContext};
 use crate::controllers::termination::{self, TerminationContext};
-use crate::controllers::{gc, nodeclass_status, provisioner};
+use crate::controllers::{gc, nodeclass_status, nodepool_status, provisioner};
 use crate::model::ClusterState;
 use crate::runtime::http_server::{self, Health};
 use crate::runtime::leader::{self, LeaderElector, Timings};
@@ -273,6 +273,14 @@ fn start_controllers(
             launched: Default::default(),
             backoff: Default::default(),
         })),
+    );
+    controllers.spawn(
+        "nodepool status",
+        nodepool_status::run(
+            client.clone(),
+            state.clone(),
+            Arc::new(Events::new(recorder.clone())),
+        ),
     );
     controllers.spawn(
         "termination",

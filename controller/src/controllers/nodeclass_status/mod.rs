@@ -1,6 +1,8 @@
 //! The EC2NodeClass status controller: validates each node class (the local API server has no
 //! CEL, so the controller enforces Karpenter's CRD rules) and writes what the AWS provider
 //! resolved — subnets, security groups, AMIs, instance profile — with readiness conditions.
+//! A class is resolved when it changes and on a timer ([`Schedule`]), not on every cluster
+//! event: resolution calls the AWS APIs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,12 +11,18 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use karpenter_providers::aws::cloud::AwsCloudProvider;
 use karpenter_providers::aws::nodeclass::{EC2NodeClassStatus, validate_ec2_node_class};
-use kube_client::Client;
 use kube_client::api::{Api, DynamicObject, Patch, PatchParams};
+use kube_client::{Client, ResourceExt};
 use serde_json::json;
+use tokio::time::Instant;
 
+use crate::controllers::backoff::Backoff;
 use crate::model::ClusterState;
 use crate::model::objects;
+
+mod decide;
+
+pub use decide::{ClassVersion, Schedule, next_resolution};
 
 /// How often node classes are resolved again (subnet IPs and `@latest` AMIs change).
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(60);
@@ -71,20 +79,44 @@ pub fn carry_transition_times(new: &mut EC2NodeClassStatus, old: Option<&EC2Node
     }
 }
 
-/// Runs until the process ends: every node class on each change and every
-/// [`RESYNC_INTERVAL`].
+/// Runs until the process ends: resolves each node class when it is new or its spec changed
+/// (woken by `node_class_changed`) and every [`RESYNC_INTERVAL`] after its last resolution.
+/// Other cluster changes (Nodes, NodeClaims, NodePools) do not call AWS again.
 pub async fn run(client: Client, state: ClusterState, provider: Arc<AwsCloudProvider>) {
     let res = objects::node_class_resource();
     let api: Api<DynamicObject> = Api::all_with(client, &res);
+    let mut schedule = Schedule::default();
+    let backoff = Backoff::default();
     loop {
-        for obj in state.node_classes.state() {
-            if let Err(e) = reconcile_one(&api, &provider, &obj).await {
-                tracing::warn!(error = %e, "ec2nodeclass status");
-            }
+        let objs = state.node_classes.state();
+        let classes: Vec<(String, ClassVersion)> = objs
+            .iter()
+            .map(|o| (o.name_any(), ClassVersion::of(o)))
+            .collect();
+        schedule.retain(&classes);
+        for name in schedule.due(&classes, Instant::now()) {
+            let Some(obj) = objs.iter().find(|o| o.name_any() == name) else {
+                continue;
+            };
+            let retry = match reconcile_one(&api, &provider, obj).await {
+                Ok(()) => {
+                    backoff.succeeded(&name);
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "ec2nodeclass status");
+                    Some(backoff.failed(&name))
+                }
+            };
+            let next = next_resolution(Instant::now(), retry, RESYNC_INTERVAL);
+            schedule.resolved(&name, ClassVersion::of(obj), next);
         }
+        let wake = schedule
+            .next_due()
+            .unwrap_or_else(|| Instant::now() + RESYNC_INTERVAL);
         tokio::select! {
-            _ = state.capacity_changed.notified() => {}
-            _ = tokio::time::sleep(RESYNC_INTERVAL) => {}
+            _ = state.node_class_changed.notified() => {}
+            _ = tokio::time::sleep_until(wake) => {}
         }
     }
 }

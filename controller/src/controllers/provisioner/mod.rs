@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use karpenter_core::api::NodeClaim;
 use karpenter_core::ingest::is_pending_unschedulable;
@@ -21,9 +22,13 @@ use kube_client::runtime::events::{Event, EventType, Recorder};
 use kube_client::{Client, Resource};
 
 use crate::model::ClusterState;
-use crate::model::snapshot::{ClusterObjects, build_snapshot, node_claim_for, pod_key};
+use crate::model::snapshot::{ClusterObjects, build_snapshot, pod_key};
 use crate::model::volume_topology::VolumeObjects;
 use crate::runtime::metrics::Metrics;
+
+mod apply;
+
+pub use apply::{FAILED_SCHEDULING, PassWrites, apply_decision};
 
 /// The `controller` label of the provisioner's metrics.
 const CONTROLLER: &str = "provisioner";
@@ -47,6 +52,8 @@ pub struct PassOutcome {
     pub created: Vec<String>,
     /// Pods that could not be placed, with core's reason.
     pub unschedulable: usize,
+    /// NodeClaims the API server refused: (NodePool, error). The pass went on without them.
+    pub failed: Vec<(String, String)>,
 }
 
 /// The provisioning loop.
@@ -87,19 +94,16 @@ impl Provisioner {
         loop {
             self.wait_for_batch().await;
             let started = Instant::now();
-            match self.provision_once().await {
-                Ok(outcome) => {
-                    if outcome.pending_pods > 0 {
-                        tracing::info!(
-                            pending = outcome.pending_pods,
-                            created = outcome.created.len(),
-                            unschedulable = outcome.unschedulable,
-                            duration_ms = started.elapsed().as_millis() as u64,
-                            "provisioning pass"
-                        );
-                    }
-                }
-                Err(e) => tracing::error!(error = %e, "provisioning pass failed"),
+            let outcome = self.provision_once().await;
+            if outcome.pending_pods > 0 {
+                tracing::info!(
+                    pending = outcome.pending_pods,
+                    created = outcome.created.len(),
+                    failed = outcome.failed.len(),
+                    unschedulable = outcome.unschedulable,
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    "provisioning pass"
+                );
             }
         }
     }
@@ -143,8 +147,9 @@ impl Provisioner {
         }
     }
 
-    /// One pass: snapshot, solve, create claims, emit events.
-    pub async fn provision_once(&self) -> Result<PassOutcome, kube_client::Error> {
+    /// One pass: snapshot, solve, create claims, emit events. A refused create is counted in
+    /// [`PassOutcome::failed`]; it does not end the pass.
+    pub async fn provision_once(&self) -> PassOutcome {
         let (pools, bad_pools) = self.state.pools();
         for e in bad_pools {
             tracing::warn!(error = %e, "NodePool skipped");
@@ -188,7 +193,7 @@ impl Provisioner {
             ..PassOutcome::default()
         };
         if built.snapshot.pods.is_empty() {
-            return Ok(outcome);
+            return outcome;
         }
         let started = Instant::now();
         let decision = solve(&built.snapshot, &SolveOptions::default());
@@ -196,50 +201,17 @@ impl Provisioner {
             .observe_scheduling_duration(CONTROLLER, started.elapsed());
 
         let pods_by_key: BTreeMap<_, &Arc<Pod>> = pods.iter().map(|p| (pod_key(p), p)).collect();
-        let api: Api<NodeClaim> = Api::all(self.client.clone());
-        for new in &decision.new_node_claims {
-            let Some(pool) = pools.iter().find(|p| p.name() == new.node_pool) else {
-                continue;
-            };
-            let claim = node_claim_for(new, pool);
-            let created = api.create(&PostParams::default(), &claim).await?;
-            let name = created.metadata.name.clone().unwrap_or_default();
-            self.metrics
-                .nodeclaim_created(&new.node_pool, crate::runtime::metrics::reason::PROVISIONED);
-            tracing::info!(
-                nodeclaim = %name,
-                nodepool = %new.node_pool,
-                pods = new.pods.len(),
-                instance_types = %summarize_types(new),
-                "created nodeclaim"
-            );
-            for key in &new.pods {
-                if let Some(pod) = pods_by_key.get(key) {
-                    self.event(
-                        pod,
-                        EventType::Normal,
-                        "Nominated",
-                        format!("Pod should schedule on: nodeclaim/{name}"),
-                    )
-                    .await;
-                }
-            }
-            outcome.created.push(name);
-        }
-        for u in &decision.unschedulable {
-            if let Some(pod) = pods_by_key.get(&u.pod) {
-                self.event(
-                    pod,
-                    EventType::Warning,
-                    "FailedScheduling",
-                    format!("Failed to schedule pod, {}", u.reason),
-                )
-                .await;
-            }
-        }
-        outcome.unschedulable = decision.unschedulable.len();
+        apply_decision(
+            self,
+            &decision,
+            &pools,
+            &pods_by_key,
+            &self.metrics,
+            &mut outcome,
+        )
+        .await;
         self.wait_for_claims(&outcome.created).await;
-        Ok(outcome)
+        outcome
     }
 
     /// Polls the store until the created claims are visible, with a deadline.
@@ -269,8 +241,20 @@ impl Provisioner {
         }
         tracing::warn!(claims = ?names, "created nodeclaims not visible yet");
     }
+}
 
-    async fn event(&self, pod: &Pod, type_: EventType, reason: &str, note: String) {
+#[async_trait]
+impl PassWrites for Provisioner {
+    async fn create_claim(&self, claim: &NodeClaim) -> Result<String, String> {
+        let api: Api<NodeClaim> = Api::all(self.client.clone());
+        let created = api
+            .create(&PostParams::default(), claim)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(created.metadata.name.unwrap_or_default())
+    }
+
+    async fn pod_event(&self, pod: &Pod, type_: EventType, reason: &str, note: String) {
         let reference: ObjectReference = pod.object_ref(&());
         let ev = Event {
             type_,
@@ -282,21 +266,5 @@ impl Provisioner {
         if let Err(e) = self.recorder.publish(&ev, &reference).await {
             tracing::debug!(error = %e, "event not recorded");
         }
-    }
-}
-
-/// `m5.large, c5.large and 3 other(s)` for logs.
-fn summarize_types(claim: &karpenter_core::scheduling::NewNodeClaim) -> String {
-    let names: Vec<&str> = claim
-        .instance_types
-        .iter()
-        .take(3)
-        .map(|o| o.name.as_str())
-        .collect();
-    let rest = claim.instance_types.len().saturating_sub(names.len());
-    if rest > 0 {
-        format!("{} and {rest} other(s)", names.join(", "))
-    } else {
-        names.join(", ")
     }
 }
