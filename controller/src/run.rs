@@ -27,6 +27,7 @@ use crate::controllers::lifecycle::{self, LifecycleContext};
 use crate::controllers::termination::{self, TerminationContext};
 use crate::controllers::{gc, nodeclass_status, provisioner};
 use crate::model::ClusterState;
+use crate::runtime::aws_sdk::{self, CREATE_FLEET_TIMEOUTS, DEFAULT_TIMEOUTS};
 use crate::runtime::http_server::{self, Health};
 use crate::runtime::leader::{self, LeaderElector, Timings};
 use crate::runtime::metrics::{MeteredCloudProvider, Metrics};
@@ -420,22 +421,24 @@ async fn node_endpoint<E: EksApi, F: std::future::Future<Output = E>>(
 }
 
 /// The AWS SDK configuration every client is built from (`AWS_ENDPOINT_URL`, region and the
-/// usual credential chain honoured).
+/// usual credential chain honoured), with [`DEFAULT_TIMEOUTS`] on every call.
 async fn aws_sdk_config() -> aws_config::SdkConfig {
-    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+    aws_sdk::config_loader(DEFAULT_TIMEOUTS).load().await
 }
 
 /// The AWS provider over the SDK clients (`AWS_ENDPOINT_URL` and the usual credential chain
 /// honoured): EC2 calls batched like Karpenter's (CreateFleet, DescribeInstances and
 /// TerminateInstances from concurrent reconciles merged), on-demand prices from the Pricing API
-/// unless the VPC is isolated or the partition has none (the embedded prices otherwise).
+/// unless the VPC is isolated or the partition has none (the embedded prices otherwise). Every
+/// call times out ([`DEFAULT_TIMEOUTS`]; CreateFleet [`CREATE_FLEET_TIMEOUTS`]).
 async fn aws_provider(
     settings: &Settings,
     cluster: ClusterInfo,
     state: ClusterState,
 ) -> AwsCloudProvider {
     let aws = aws_sdk_config().await;
-    let ec2 = SdkEc2::new(aws_sdk_ec2::Client::new(&aws));
+    let ec2 = SdkEc2::new(aws_sdk_ec2::Client::new(&aws))
+        .with_create_fleet_timeouts(CREATE_FLEET_TIMEOUTS.config());
     // The Pricing API lives in us-east-1 (ap-south-1 / eu-central-1 for those regions); the
     // endpoint overrides of `aws` still apply.
     let pricing = match pricing_endpoint_region(&cluster.region) {
