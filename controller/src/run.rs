@@ -11,6 +11,9 @@ use karpenter_providers::CloudProvider;
 use karpenter_providers::aws::batcher::{BatchWindows, BatchingEc2};
 use karpenter_providers::aws::cloud::{AwsCloudProvider, AwsProviderConfig, ClusterInfo, SdkIam};
 use karpenter_providers::aws::ec2api::SdkEc2;
+use karpenter_providers::aws::eks::{
+    ClusterEndpoint, EksApi, EndpointError, SdkEks, resolve_cluster_endpoint,
+};
 use karpenter_providers::aws::pricing::pricing_endpoint_region;
 use karpenter_providers::aws::pricing_sdk::SdkPricing;
 use karpenter_providers::aws::ssm_sdk::SdkSsm;
@@ -24,6 +27,7 @@ use crate::controllers::lifecycle::{self, LifecycleContext};
 use crate::controllers::termination::{self, TerminationContext};
 use crate::controllers::{gc, nodeclass_status, nodepool_status, provisioner};
 use crate::model::ClusterState;
+use crate::runtime::aws_sdk::{self, CREATE_FLEET_TIMEOUTS, DEFAULT_TIMEOUTS};
 use crate::runtime::http_server::{self, Health};
 use crate::runtime::leader::{self, LeaderElector, Timings};
 use crate::runtime::metrics::{MeteredCloudProvider, Metrics};
@@ -39,6 +43,15 @@ pub enum RunError {
     /// No usable kubeconfig / in-cluster config.
     #[error("kubernetes client: {0}")]
     Kube(String),
+    /// No API server endpoint for nodes: `CLUSTER_ENDPOINT` is unset and DescribeCluster
+    /// failed or gave none.
+    #[error("cluster {cluster}: {source}")]
+    ClusterEndpoint {
+        /// `CLUSTER_NAME`.
+        cluster: String,
+        /// Why.
+        source: EndpointError,
+    },
     /// A listener could not bind.
     #[error("binding {what} on {addr}: {source}")]
     Bind {
@@ -364,16 +377,21 @@ async fn cluster_info(
                 .and_then(|ip| service_cidr_from_ip(&ip))
         }
     };
+    // In a pod the kubeconfig's URL is the `kubernetes` Service, unreachable from new nodes.
+    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    let nodes_join = node_endpoint(
+        &settings.cluster_name,
+        settings.cluster_endpoint.as_deref(),
+        &config.cluster_url.to_string(),
+        ca_bundle.as_deref(),
+        in_cluster,
+        || async { SdkEks::new(aws_sdk_eks::Client::new(&aws_sdk_config().await)) },
+    )
+    .await?;
     Ok(ClusterInfo {
         name: settings.cluster_name.clone(),
-        endpoint: settings.cluster_endpoint.clone().unwrap_or_else(|| {
-            config
-                .cluster_url
-                .to_string()
-                .trim_end_matches('/')
-                .to_owned()
-        }),
-        ca_bundle,
+        endpoint: nodes_join.endpoint,
+        ca_bundle: nodes_join.ca_bundle,
         cluster_cidr,
         kubernetes_version: format!("{}.{minor}", version.major),
         region: std::env::var("AWS_REGION")
@@ -382,17 +400,53 @@ async fn cluster_info(
     })
 }
 
+/// The endpoint and CA nodes join ([`resolve_cluster_endpoint`]): `setting` (CLUSTER_ENDPOINT),
+/// else EKS DescribeCluster of `cluster`, with the client made by `eks` only then, so a set
+/// CLUSTER_ENDPOINT needs neither the call nor its permission.
+async fn node_endpoint<E: EksApi, F: std::future::Future<Output = E>>(
+    cluster: &str,
+    setting: Option<&str>,
+    kubeconfig_url: &str,
+    kubeconfig_ca: Option<&str>,
+    in_cluster: bool,
+    eks: impl FnOnce() -> F,
+) -> Result<ClusterEndpoint, RunError> {
+    let described = match setting {
+        Some(_) => None,
+        None => Some(eks().await.describe_cluster(cluster).await),
+    };
+    resolve_cluster_endpoint(
+        setting,
+        kubeconfig_url,
+        kubeconfig_ca,
+        in_cluster,
+        described,
+    )
+    .map_err(|source| RunError::ClusterEndpoint {
+        cluster: cluster.to_owned(),
+        source,
+    })
+}
+
+/// The AWS SDK configuration every client is built from (`AWS_ENDPOINT_URL`, region and the
+/// usual credential chain honoured), with [`DEFAULT_TIMEOUTS`] on every call.
+async fn aws_sdk_config() -> aws_config::SdkConfig {
+    aws_sdk::config_loader(DEFAULT_TIMEOUTS).load().await
+}
+
 /// The AWS provider over the SDK clients (`AWS_ENDPOINT_URL` and the usual credential chain
 /// honoured): EC2 calls batched like Karpenter's (CreateFleet, DescribeInstances and
 /// TerminateInstances from concurrent reconciles merged), on-demand prices from the Pricing API
-/// unless the VPC is isolated or the partition has none (the embedded prices otherwise).
+/// unless the VPC is isolated or the partition has none (the embedded prices otherwise). Every
+/// call times out ([`DEFAULT_TIMEOUTS`]; CreateFleet [`CREATE_FLEET_TIMEOUTS`]).
 async fn aws_provider(
     settings: &Settings,
     cluster: ClusterInfo,
     state: ClusterState,
 ) -> AwsCloudProvider {
-    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let ec2 = SdkEc2::new(aws_sdk_ec2::Client::new(&aws));
+    let aws = aws_sdk_config().await;
+    let ec2 = SdkEc2::new(aws_sdk_ec2::Client::new(&aws))
+        .with_create_fleet_timeouts(CREATE_FLEET_TIMEOUTS.config());
     // The Pricing API lives in us-east-1 (ap-south-1 / eu-central-1 for those regions); the
     // endpoint overrides of `aws` still apply.
     let pricing = match pricing_endpoint_region(&cluster.region) {
@@ -424,6 +478,9 @@ async fn aws_provider(
 
 #[cfg(test)]
 mod tests {
+    use karpenter_providers::aws::ec2api::Ec2Error;
+    use karpenter_providers::aws::eks::DescribedCluster;
+
     use super::*;
 
     #[test]
@@ -437,5 +494,85 @@ mod tests {
             Some("172.20.0.0/16")
         );
         assert_eq!(service_cidr_from_ip("fd00::1"), None);
+    }
+
+    /// An [`EksApi`] answering `answer` and counting the calls, by cluster name.
+    struct FakeEks {
+        answer: Result<DescribedCluster, Ec2Error>,
+        asked: std::sync::Mutex<Vec<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl EksApi for &FakeEks {
+        async fn describe_cluster(&self, name: &str) -> Result<DescribedCluster, Ec2Error> {
+            self.asked.lock().unwrap().push(name.to_owned());
+            self.answer.clone()
+        }
+    }
+
+    fn fake(answer: Result<DescribedCluster, Ec2Error>) -> FakeEks {
+        FakeEks {
+            answer,
+            asked: Default::default(),
+        }
+    }
+
+    const IN_CLUSTER: &str = "https://10.100.0.1/";
+    const EKS: &str = "https://ABCD.gr7.us-east-1.eks.amazonaws.com";
+
+    #[tokio::test]
+    async fn cluster_endpoint_set_needs_no_describe_cluster() {
+        let eks = fake(Err(Ec2Error::Transport {
+            operation: "DescribeCluster".into(),
+            message: "must not be called".into(),
+        }));
+        let got = node_endpoint("prod", Some(EKS), IN_CLUSTER, Some("Q0E="), true, || {
+            std::future::ready(&eks)
+        })
+        .await
+        .unwrap();
+        assert_eq!(got.endpoint, EKS);
+        assert_eq!(got.ca_bundle.as_deref(), Some("Q0E="));
+        assert!(eks.asked.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn unset_asks_eks_for_the_cluster_and_takes_its_endpoint_and_ca() {
+        let eks = fake(Ok(DescribedCluster {
+            endpoint: Some(EKS.into()),
+            ca_bundle: Some("RUtT".into()),
+            status: Some("ACTIVE".into()),
+        }));
+        let got = node_endpoint("prod", None, IN_CLUSTER, None, true, || {
+            std::future::ready(&eks)
+        })
+        .await
+        .unwrap();
+        assert_eq!(*eks.asked.lock().unwrap(), ["prod"]);
+        assert_eq!(got.endpoint, EKS);
+        assert_eq!(got.ca_bundle.as_deref(), Some("RUtT"));
+    }
+
+    #[tokio::test]
+    async fn denied_describe_cluster_refuses_to_start_naming_cluster_endpoint() {
+        let eks = fake(Err(Ec2Error::Api {
+            operation: "DescribeCluster".into(),
+            code: "AccessDeniedException".into(),
+            message: "not authorized".into(),
+        }));
+        let err = node_endpoint("prod", None, IN_CLUSTER, Some("Q0E="), true, || {
+            std::future::ready(&eks)
+        })
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&err, RunError::ClusterEndpoint { cluster, .. } if cluster == "prod"),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("CLUSTER_ENDPOINT") && text.contains("AccessDeniedException"),
+            "{text}"
+        );
     }
 }

@@ -7,16 +7,18 @@
 //! API I/O: get, then create or replace with the read `resourceVersion`, so of two candidates
 //! writing the same Lease the API server accepts one and answers 409 Conflict to the other.
 //!
-//! Expiry is judged from the Lease's `renewTime` plus its `leaseDurationSeconds`, so candidates
-//! need roughly synchronised clocks (client-go instead times from when it last saw the record
-//! change; NTP-synced nodes make the difference moot at a 15 s lease).
+//! Expiry is judged as client-go's leaderelection judges it: by this replica's monotonic clock
+//! from when it first saw the current Lease record ([`Observation`]), never by comparing the
+//! holder's `renewTime` with the local wall clock. A holder whose clock is off by minutes keeps
+//! its lease as long as it keeps changing the record; one that stops is taken over
+//! `leaseDurationSeconds` after its last change was seen.
 
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube_client::Client;
 use kube_client::api::{Api, PostParams};
 use tokio::sync::watch;
@@ -66,30 +68,57 @@ pub enum Action {
     Wait {
         /// The holder.
         holder: String,
-        /// When its lease runs out unless renewed.
-        expires: Timestamp,
+        /// When, by this replica's clock, the lease runs out unless its record changes first.
+        expires: Instant,
     },
 }
 
-/// When a held Lease runs out: `renewTime` (else `acquireTime`) plus `leaseDurationSeconds`
-/// (else the default). `None` when it has neither time, i.e. nothing proves a live holder.
-fn expiry(spec: &LeaseSpec) -> Option<Timestamp> {
-    let last = spec.renew_time.as_ref().or(spec.acquire_time.as_ref())?.0;
-    let secs = match spec.lease_duration_seconds {
-        Some(s) if s > 0 => i64::from(s),
-        _ => DEFAULT_LEASE_DURATION.as_secs() as i64,
-    };
-    // Saturate instead of failing on absurd times: a far-future expiry just means "held".
-    Some(
-        last.checked_add(SignedDuration::from_secs(secs))
-            .unwrap_or(Timestamp::MAX),
-    )
+/// The Lease record this replica last saw and when it first saw it, by the local monotonic
+/// clock. Only a change of the record (any field of the spec: a renewal, a new holder, a
+/// release) restarts the clock; `resourceVersion` alone does not, so metadata-only writes
+/// (labels, annotations) cannot keep a dead holder's lease alive.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observation {
+    /// The record and the instant it was first seen; `None` before anything was seen.
+    seen: Option<(Option<LeaseSpec>, Instant)>,
+}
+
+impl Observation {
+    /// Records that the Lease read at `now` has `spec` (`None`: no Lease). The observation
+    /// instant moves to `now` only if the record differs from the one last seen.
+    pub fn observe(&mut self, spec: Option<&LeaseSpec>, now: Instant) {
+        if !self.is_current(spec) {
+            self.seen = Some((spec.cloned(), now));
+        }
+    }
+
+    /// When the record `spec` was first seen, if it is the record last observed.
+    pub fn since(&self, spec: Option<&LeaseSpec>) -> Option<Instant> {
+        self.seen
+            .as_ref()
+            .filter(|(seen, _)| seen.as_ref() == spec)
+            .map(|(_, at)| *at)
+    }
+
+    fn is_current(&self, spec: Option<&LeaseSpec>) -> bool {
+        self.since(spec).is_some()
+    }
+}
+
+/// `leaseDurationSeconds` of a record, else the default.
+fn lease_duration(spec: &LeaseSpec) -> Duration {
+    match spec.lease_duration_seconds {
+        Some(s) if s > 0 => Duration::from_secs(u64::try_from(s).unwrap_or(u64::MAX)),
+        _ => DEFAULT_LEASE_DURATION,
+    }
 }
 
 /// Decides what candidate `me` does about `lease` (its spec, `None` when there is no Lease) at
-/// `now`. A lease is valid while `now` is before its expiry; a holder identity that is empty
-/// means released.
-pub fn decide(lease: Option<&LeaseSpec>, me: &str, now: Timestamp) -> Action {
+/// local instant `now`, given what this replica has `observed` of it. Someone else's lease is
+/// valid until its record has stayed unchanged for `leaseDurationSeconds` of local time (a
+/// record not yet in `observed` counts as first seen `now`); the times written in the Lease
+/// are not compared with the local clock. An empty holder identity means released.
+pub fn decide(lease: Option<&LeaseSpec>, me: &str, observed: &Observation, now: Instant) -> Action {
     let Some(spec) = lease else {
         return Action::Create;
     };
@@ -97,18 +126,24 @@ pub fn decide(lease: Option<&LeaseSpec>, me: &str, now: Timestamp) -> Action {
     if holder == me {
         return Action::Renew;
     }
-    let taking_over = |spec: &LeaseSpec| Action::Acquire {
+    let taking_over = Action::Acquire {
         transitions: spec.lease_transitions.unwrap_or(0).saturating_add(1),
     };
     if holder.is_empty() {
-        return taking_over(spec);
+        return taking_over;
     }
-    match expiry(spec) {
-        Some(expires) if now < expires => Action::Wait {
+    let seen = observed.since(lease).unwrap_or(now);
+    // Saturate instead of failing on absurd durations: a far-off expiry just means "held".
+    let expires = seen
+        .checked_add(lease_duration(spec))
+        .unwrap_or_else(|| now + Duration::from_secs(u64::from(u32::MAX)));
+    if now < expires {
+        Action::Wait {
             holder: holder.to_string(),
             expires,
-        },
-        _ => taking_over(spec),
+        }
+    } else {
+        taking_over
     }
 }
 
@@ -203,6 +238,8 @@ pub struct LeaderElector {
     name: String,
     identity: String,
     timings: Timings,
+    /// The Lease record as last read or written, and when this replica first saw it.
+    observed: Observation,
 }
 
 impl LeaderElector {
@@ -219,6 +256,7 @@ impl LeaderElector {
             name: name.into(),
             identity: identity.into(),
             timings,
+            observed: Observation::default(),
         }
     }
 
@@ -231,7 +269,7 @@ impl LeaderElector {
     /// whether we lead (true from acquisition until loss or release). On shutdown while
     /// leading, releases the Lease so a standby takes over at once.
     pub async fn run(
-        self,
+        mut self,
         leading: watch::Sender<bool>,
         shutdown: impl Future<Output = ()>,
     ) -> Ended {
@@ -290,12 +328,14 @@ impl LeaderElector {
         Ended::Shutdown
     }
 
-    /// One round: read the Lease, decide, write.
-    async fn try_acquire_or_renew(&self) -> Result<Attempt, kube_client::Error> {
+    /// One round: read the Lease, note whether its record changed, decide, write.
+    async fn try_acquire_or_renew(&mut self) -> Result<Attempt, kube_client::Error> {
         let current = self.api.get_opt(&self.name).await?;
         let spec = current.as_ref().and_then(|l| l.spec.as_ref());
+        let seen_at = Instant::now();
+        self.observed.observe(spec, seen_at);
         let now = Timestamp::now();
-        let action = decide(spec, &self.identity, now);
+        let action = decide(spec, &self.identity, &self.observed, seen_at);
         let Some(next) = next_spec(
             spec,
             &action,
@@ -329,7 +369,12 @@ impl LeaderElector {
             }
         };
         match written {
-            Ok(_) => Ok(Attempt::Held),
+            Ok(lease) => {
+                // What we wrote is the record now, as the API server stored it (times cut to
+                // microseconds); client-go observes its own writes the same way.
+                self.observed.observe(lease.spec.as_ref(), Instant::now());
+                Ok(Attempt::Held)
+            }
             Err(kube_client::Error::Api(status)) if status.code == 409 => Ok(Attempt::Conflict),
             Err(e) => Err(e),
         }
@@ -360,179 +405,5 @@ impl LeaderElector {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn at(secs: i64) -> Timestamp {
-        Timestamp::from_second(1_700_000_000 + secs).unwrap()
-    }
-
-    fn held(holder: &str, renewed: i64, duration: i32, transitions: i32) -> LeaseSpec {
-        LeaseSpec {
-            holder_identity: Some(holder.into()),
-            lease_duration_seconds: Some(duration),
-            acquire_time: Some(MicroTime(at(0))),
-            renew_time: Some(MicroTime(at(renewed))),
-            lease_transitions: Some(transitions),
-            ..LeaseSpec::default()
-        }
-    }
-
-    #[test]
-    fn no_lease_means_create_with_zero_transitions() {
-        assert_eq!(decide(None, "me", at(0)), Action::Create);
-        let spec = next_spec(None, &Action::Create, "me", at(5), Duration::from_secs(15)).unwrap();
-        assert_eq!(spec.holder_identity.as_deref(), Some("me"));
-        assert_eq!(spec.lease_duration_seconds, Some(15));
-        assert_eq!(spec.lease_transitions, Some(0));
-        assert_eq!(spec.acquire_time, Some(MicroTime(at(5))));
-        assert_eq!(spec.renew_time, Some(MicroTime(at(5))));
-    }
-
-    #[test]
-    fn valid_lease_of_another_holder_means_wait() {
-        let lease = held("other", 10, 15, 3);
-        assert_eq!(
-            decide(Some(&lease), "me", at(20)),
-            Action::Wait {
-                holder: "other".into(),
-                expires: at(25)
-            }
-        );
-        let wait = decide(Some(&lease), "me", at(20));
-        assert_eq!(
-            next_spec(Some(&lease), &wait, "me", at(20), Duration::from_secs(15)),
-            None
-        );
-    }
-
-    #[test]
-    fn expiry_edges() {
-        let lease = held("other", 10, 15, 3);
-        // One microsecond before expiry it is still held; at expiry it is free (client-go:
-        // valid while renew + duration is after now).
-        let just_before = at(25).checked_sub(SignedDuration::from_micros(1)).unwrap();
-        assert!(matches!(
-            decide(Some(&lease), "me", just_before),
-            Action::Wait { .. }
-        ));
-        assert_eq!(
-            decide(Some(&lease), "me", at(25)),
-            Action::Acquire { transitions: 4 }
-        );
-        // A renew time in the future (the holder's clock runs ahead) still counts as held.
-        let ahead = held("other", 100, 15, 0);
-        assert!(matches!(
-            decide(Some(&ahead), "me", at(20)),
-            Action::Wait { .. }
-        ));
-        // No duration on the Lease: the default 15 s applies.
-        let mut no_duration = held("other", 10, 15, 0);
-        no_duration.lease_duration_seconds = None;
-        assert!(matches!(
-            decide(Some(&no_duration), "me", at(24)),
-            Action::Wait { .. }
-        ));
-        assert!(matches!(
-            decide(Some(&no_duration), "me", at(25)),
-            Action::Acquire { .. }
-        ));
-        // Only an acquire time: expiry counts from it.
-        let mut no_renew = held("other", 0, 15, 0);
-        no_renew.renew_time = None;
-        assert!(matches!(
-            decide(Some(&no_renew), "me", at(14)),
-            Action::Wait { .. }
-        ));
-        // No time at all proves no live holder.
-        no_renew.acquire_time = None;
-        assert_eq!(
-            decide(Some(&no_renew), "me", at(0)),
-            Action::Acquire { transitions: 1 }
-        );
-        // An absurd duration does not overflow.
-        let forever = held("other", 10, i32::MAX, 0);
-        assert!(matches!(
-            decide(Some(&forever), "me", at(1_000_000)),
-            Action::Wait { .. }
-        ));
-    }
-
-    #[test]
-    fn released_or_empty_lease_is_free_at_once() {
-        let lease = held("leader", 10, 15, 2);
-        let released = released_spec(&lease, at(11));
-        assert_eq!(released.holder_identity.as_deref(), Some(""));
-        assert_eq!(released.lease_duration_seconds, Some(1));
-        assert_eq!(released.lease_transitions, Some(2));
-        // Free although its renew time is just now.
-        assert_eq!(
-            decide(Some(&released), "me", at(11)),
-            Action::Acquire { transitions: 3 }
-        );
-        let no_holder = LeaseSpec::default();
-        assert_eq!(
-            decide(Some(&no_holder), "me", at(0)),
-            Action::Acquire { transitions: 1 }
-        );
-    }
-
-    #[test]
-    fn our_lease_is_renewed_keeping_acquire_time_and_transitions() {
-        let lease = held("me", 10, 15, 4);
-        // Even past expiry (a slow renewal) the lease is ours to renew.
-        for now in [at(11), at(40)] {
-            assert_eq!(decide(Some(&lease), "me", now), Action::Renew);
-        }
-        let spec = next_spec(
-            Some(&lease),
-            &Action::Renew,
-            "me",
-            at(12),
-            Duration::from_secs(15),
-        )
-        .unwrap();
-        assert_eq!(spec.acquire_time, Some(MicroTime(at(0))));
-        assert_eq!(spec.renew_time, Some(MicroTime(at(12))));
-        assert_eq!(spec.lease_transitions, Some(4));
-    }
-
-    #[test]
-    fn takeover_counts_a_transition_and_resets_acquire_time() {
-        let lease = held("old", 0, 15, i32::MAX);
-        // Saturates instead of overflowing.
-        let action = decide(Some(&lease), "me", at(100));
-        assert_eq!(
-            action,
-            Action::Acquire {
-                transitions: i32::MAX
-            }
-        );
-        let lease = held("old", 0, 15, 1);
-        let action = decide(Some(&lease), "me", at(100));
-        let spec = next_spec(
-            Some(&lease),
-            &action,
-            "me",
-            at(100),
-            Duration::from_millis(500),
-        )
-        .unwrap();
-        assert_eq!(spec.holder_identity.as_deref(), Some("me"));
-        assert_eq!(spec.lease_transitions, Some(2));
-        assert_eq!(spec.acquire_time, Some(MicroTime(at(100))));
-        // Sub-second durations round up to the API's minimum of 1 s.
-        assert_eq!(spec.lease_duration_seconds, Some(1));
-    }
-
-    #[test]
-    fn identity_is_the_pod_name_and_a_suffix() {
-        let a = default_identity();
-        let (host, suffix) = a.rsplit_once('_').expect("host_suffix");
-        assert!(!host.is_empty(), "{a}");
-        assert!(
-            suffix.len() > 4 && suffix.chars().all(|c| c.is_ascii_hexdigit()),
-            "{a}"
-        );
-    }
-}
+#[path = "leader_tests.rs"]
+mod tests;

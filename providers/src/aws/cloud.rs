@@ -31,6 +31,8 @@ mod tests_instances;
 mod tests_launch;
 #[cfg(test)]
 mod tests_pricing;
+#[cfg(test)]
+mod tests_refresh;
 
 pub use iam::{IamApi, InstanceProfile, SdkIam, instance_profile_name};
 pub use instance_type_provider::image_for_instance_type;
@@ -44,6 +46,7 @@ pub use node_class::{
 };
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -168,15 +171,15 @@ pub struct AwsCloudProvider {
     node_classes: Arc<dyn NodeClassSource>,
     config: AwsProviderConfig,
     state: Mutex<State>,
-    /// Held across the Describe calls so that concurrent callers wait for one refresh.
-    type_data: tokio::sync::Mutex<Option<Arc<instance_type_provider::TypeData>>>,
+    /// The Describe answers and the refresh in flight; never locked across a call.
+    type_data: Mutex<instance_type_provider::TypeDataSlot>,
     /// The Pricing API, when on-demand prices are to be read from it.
     pricing: Option<Arc<dyn PricingApi>>,
     /// The current on-demand prices; replaced whole after each refresh.
     prices: Mutex<OnDemandPrices>,
-    /// Held while the Pricing API is called; callers finding it held use the current prices
+    /// Set while a caller asks the Pricing API; callers finding it set use the current prices
     /// rather than wait.
-    price_refresh: tokio::sync::Mutex<()>,
+    price_refreshing: AtomicBool,
 }
 
 impl AwsCloudProvider {
@@ -196,10 +199,10 @@ impl AwsCloudProvider {
             node_classes,
             config,
             state: Mutex::new(State::default()),
-            type_data: tokio::sync::Mutex::new(None),
+            type_data: Mutex::default(),
             pricing: None,
             prices: Mutex::new(OnDemandPrices::new()),
-            price_refresh: tokio::sync::Mutex::new(()),
+            price_refreshing: AtomicBool::new(false),
         }
     }
 

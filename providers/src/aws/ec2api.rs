@@ -260,12 +260,27 @@ pub trait Ec2Api: Send + Sync {
 #[derive(Clone, Debug)]
 pub struct SdkEc2 {
     client: aws_sdk_ec2::Client,
+    /// Timeouts of `CreateFleet` instead of the client's, when set.
+    create_fleet_timeouts: Option<aws_sdk_ec2::config::timeout::TimeoutConfig>,
 }
 
 impl SdkEc2 {
     /// Wraps an SDK client.
     pub fn new(client: aws_sdk_ec2::Client) -> Self {
-        SdkEc2 { client }
+        SdkEc2 {
+            client,
+            create_fleet_timeouts: None,
+        }
+    }
+
+    /// Gives `CreateFleet` its own timeouts (an instant fleet launches before it answers, so
+    /// it may take longer than the other calls).
+    pub fn with_create_fleet_timeouts(
+        mut self,
+        timeouts: aws_sdk_ec2::config::timeout::TimeoutConfig,
+    ) -> Self {
+        self.create_fleet_timeouts = Some(timeouts);
+        self
     }
 }
 
@@ -305,6 +320,12 @@ impl Ec2Api for SdkEc2 {
         }
         for spec in &request.tag_specifications {
             call = call.tag_specifications(to_sdk_tags(spec));
+        }
+        let mut call = call.customize();
+        if let Some(timeouts) = &self.create_fleet_timeouts {
+            call = call.config_override(
+                aws_sdk_ec2::config::Builder::default().timeout_config(timeouts.clone()),
+            );
         }
         let output = call
             .send()

@@ -5,6 +5,7 @@ pub mod batcher;
 pub mod catalog;
 pub mod cloud;
 pub mod ec2api;
+pub mod eks;
 pub mod fleet;
 pub mod instance_types;
 pub mod nodeclass;

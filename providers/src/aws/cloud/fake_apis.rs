@@ -3,7 +3,7 @@
 //! record calls.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
@@ -59,6 +59,9 @@ pub struct Ec2State {
     pub images: Vec<Image>,
     /// `DescribeInstanceTypes` answer.
     pub instance_types: Vec<InstanceTypeInfo>,
+    /// When set, `DescribeInstanceTypes` answers only once it gets a permit (a call that
+    /// hangs until the test lets it go).
+    pub instance_types_gate: Option<Arc<tokio::sync::Semaphore>>,
     /// `DescribeInstanceTypeOfferings` answer.
     pub offerings: Vec<(String, String)>,
     /// `DescribeSpotPriceHistory` answer.
@@ -261,6 +264,11 @@ impl Ec2Api for FakeEc2 {
 
     async fn describe_instance_types(&self) -> Result<Vec<InstanceTypeInfo>, Ec2Error> {
         self.record("DescribeInstanceTypes");
+        let gate = self.with(|s| s.instance_types_gate.clone());
+        if let Some(gate) = gate {
+            // The state's lock is not held here, like a real call's.
+            let _permit = gate.acquire().await;
+        }
         self.with(|s| Ok(s.instance_types.clone()))
     }
 

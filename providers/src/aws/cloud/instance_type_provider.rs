@@ -2,11 +2,13 @@
 //! over the embedded catalog's) and spot price history, shaped by a node class.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use karpenter_core::instance_type::InstanceType;
 use karpenter_core::labels;
 use karpenter_core::requirements::{Operator, Requirement, Requirements};
+use tokio::sync::watch;
 
 use super::node_class::Resolution;
 use super::{AwsCloudProvider, INSTANCE_TYPES_TTL_SECS, call_error};
@@ -29,6 +31,42 @@ pub(crate) struct TypeData {
     pub zones: BTreeMap<String, BTreeSet<String>>,
     /// Latest spot price per `(type, zone)`.
     pub spot: BTreeMap<(String, String), f64>,
+}
+
+/// The cached Describe answers and whether someone is fetching new ones.
+#[derive(Debug, Default)]
+pub(crate) struct TypeDataSlot {
+    /// The last answers.
+    data: Option<Arc<TypeData>>,
+    /// While a refresh runs: sees its sender dropped when the refresh ends, however it ends.
+    refreshing: Option<watch::Receiver<()>>,
+}
+
+/// Ends a refresh of [`TypeDataSlot`] when dropped (also when the refreshing future is
+/// cancelled): clears the in-flight mark, then wakes the callers waiting for it.
+struct RefreshGuard<'a> {
+    slot: &'a Mutex<TypeDataSlot>,
+    _done: watch::Sender<()>,
+}
+
+impl Drop for RefreshGuard<'_> {
+    fn drop(&mut self) {
+        lock(self.slot).refreshing = None;
+    }
+}
+
+/// Clears a flag when dropped, however the future holding it ends.
+struct ClearOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// Locks `m`, recovering from poisoning (the slot stays consistent between statements).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// An instance type with the facts it was built from and the image that serves it.
@@ -104,33 +142,59 @@ pub fn image_for_instance_type<'a>(
 
 impl AwsCloudProvider {
     /// The Describe answers, fetched again when older than [`INSTANCE_TYPES_TTL_SECS`].
-    /// Concurrent callers wait for one refresh. When a refresh fails and older answers exist,
-    /// those are served (and the failure logged); a failed spot price read only loses the spot
-    /// prices (spot offerings then use the default discount). On-demand prices are refreshed
-    /// first when due ([`refresh_on_demand_prices`](Self::refresh_on_demand_prices)).
+    /// One caller refreshes at a time, without holding a lock across the calls: while it does,
+    /// the others get the previous answers, or wait for it when there are none yet. When a
+    /// refresh fails and older answers exist, those are served (and the failure logged); a
+    /// failed spot price read only loses the spot prices (spot offerings then use the default
+    /// discount). On-demand prices are refreshed first when due
+    /// ([`refresh_on_demand_prices`](Self::refresh_on_demand_prices)).
     pub(crate) async fn type_data(&self) -> Result<Arc<TypeData>, ProviderError> {
         self.refresh_on_demand_prices().await;
-        let mut slot = self.type_data.lock().await;
-        let now = self.now();
-        if let Some(d) = slot.as_ref()
-            && now - d.fetched_at < INSTANCE_TYPES_TTL_SECS
-        {
-            return Ok(d.clone());
-        }
-        match self.fetch_type_data(now).await {
-            Ok(d) => {
-                let d = Arc::new(d);
-                *slot = Some(d.clone());
-                Ok(d)
-            }
-            Err(e) => match slot.as_ref() {
-                Some(old) => {
-                    tracing::warn!(error = %e, "refreshing instance types failed; serving the previous answer");
-                    Ok(old.clone())
+        let refresh = loop {
+            let mut in_flight = {
+                let mut slot = lock(&self.type_data);
+                if let Some(d) = slot.data.as_ref()
+                    && (self.now() - d.fetched_at < INSTANCE_TYPES_TTL_SECS
+                        || slot.refreshing.is_some())
+                {
+                    return Ok(d.clone());
                 }
-                None => Err(e),
-            },
-        }
+                match &slot.refreshing {
+                    Some(done) => done.clone(),
+                    None => {
+                        let (tx, rx) = watch::channel(());
+                        slot.refreshing = Some(rx);
+                        break RefreshGuard {
+                            slot: &self.type_data,
+                            _done: tx,
+                        };
+                    }
+                }
+            };
+            // Nothing to serve yet: wait for the refresh under way to end, then look again.
+            let _ = in_flight.changed().await;
+        };
+        let fetched = self.fetch_type_data(self.now()).await;
+        let result = {
+            let mut slot = lock(&self.type_data);
+            match fetched {
+                Ok(d) => {
+                    let d = Arc::new(d);
+                    slot.data = Some(d.clone());
+                    Ok(d)
+                }
+                Err(e) => match slot.data.as_ref() {
+                    Some(old) => {
+                        tracing::warn!(error = %e, "refreshing instance types failed; serving the previous answer");
+                        Ok(old.clone())
+                    }
+                    None => Err(e),
+                },
+            }
+        };
+        // After the slot's lock is released: the guard takes it to clear the mark.
+        drop(refresh);
+        result
     }
 
     /// The current on-demand prices (a cheap snapshot).
@@ -156,9 +220,10 @@ impl AwsCloudProvider {
         if !self.on_demand_prices().needs_refresh(now) {
             return;
         }
-        let Ok(_refreshing) = self.price_refresh.try_lock() else {
+        if self.price_refreshing.swap(true, Ordering::AcqRel) {
             return;
-        };
+        }
+        let _refreshing = ClearOnDrop(&self.price_refreshing);
         // Read again under the guard: a refresh may have finished since.
         let mut book = self.on_demand_prices();
         // Errors are logged by `refresh`; the book then holds the previous prices.
