@@ -283,7 +283,8 @@ fn start_controllers(
             recorder: recorder.clone(),
             launch_ttl: settings.launch_ttl,
             registration_ttl: settings.registration_ttl,
-            launched: Default::default(),
+            launches: Default::default(),
+            controllers_started: k8s_openapi::jiff::Timestamp::now(),
             backoff: Default::default(),
         })),
     );

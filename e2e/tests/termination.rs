@@ -84,6 +84,7 @@ async fn a_deleted_nodeclaim_is_drained_without_exceeding_its_pdb() {
             })
             .await;
             watch.arm();
+            let deleted_at = Instant::now();
             let took = delete_and_wait(&ctx, &claim, Duration::from_secs(240)).await;
             eventually("6 web pods running again", Duration::from_secs(120), || async {
                 (pods_of(&ctx, "web").await.iter().filter(|p| pod_running_ready(p)).count() == 6)
@@ -93,6 +94,13 @@ async fn a_deleted_nodeclaim_is_drained_without_exceeding_its_pdb() {
             let (min_ready, evicted) = watch.read(|log| {
                 (log.min_ready.get("web").copied(), log.terminations.len())
             });
+            let timeline: Vec<String> = watch.read(|log| {
+                log.terminations
+                    .iter()
+                    .map(|(n, at)| format!("{n}@{:.1}s", at.saturating_duration_since(deleted_at).as_secs_f64()))
+                    .collect()
+            });
+            eprintln!("PDB drain timeline (pod started terminating, after the claim was deleted): {timeline:?}");
             let metrics = controller.scrape_metrics().await.unwrap_or_default();
             let refused = metrics
                 .lines()

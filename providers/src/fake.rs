@@ -69,6 +69,11 @@ pub enum Call {
         /// The instance's provider id.
         id: String,
     },
+    /// `find_launched(claim, launched_after_unix)`.
+    FindLaunched {
+        /// The claim's name.
+        claim: String,
+    },
 }
 
 #[derive(Default)]
@@ -422,6 +427,34 @@ impl CloudProvider for FakeCloudProvider {
                 provider_id: id.clone(),
             })
         }
+    }
+
+    /// The instance tagged for the claim, or an adoptable one (then tagged for it).
+    async fn find_launched(
+        &self,
+        claim: &NodeClaimRequest,
+        launched_after_unix: i64,
+    ) -> Result<Option<LaunchedInstance>, ProviderError> {
+        let mut state = self.state();
+        state.calls.push(Call::FindLaunched {
+            claim: claim.name.clone(),
+        });
+        let instances = state.sorted_instances();
+        let found = crate::provider::launched_for(
+            claim,
+            &instances,
+            launched_after_unix,
+            &Default::default(),
+        );
+        Ok(match found {
+            None => None,
+            Some(crate::provider::Found::Tagged(i)) => Some(i),
+            Some(crate::provider::Found::Untagged(mut i)) => {
+                i.node_claim = Some(claim.name.clone());
+                state.instances.insert(i.provider_id.clone(), i.clone());
+                Some(i)
+            }
+        })
     }
 }
 

@@ -12,5 +12,6 @@ pub mod provider;
 
 pub use fake::FakeCloudProvider;
 pub use provider::{
-    CloudProvider, DriftReason, LaunchedInstance, NodeClaimRequest, NodePoolRef, ProviderError,
+    CloudProvider, DriftReason, Found, LaunchedInstance, NodeClaimRequest, NodePoolRef,
+    ProviderError, adoptable, launched_for,
 };

@@ -242,6 +242,72 @@ pub trait CloudProvider: Send + Sync {
         &self,
         instance: &LaunchedInstance,
     ) -> Result<Option<DriftReason>, ProviderError>;
+
+    /// The instance an earlier launch for `claim` left behind, when that launch's outcome was
+    /// never seen (a crash, timeout or cancellation after the cloud call): the instance tagged
+    /// for the claim, or else one of [`adoptable`]'s, which is then tagged for the claim.
+    /// Launching again without asking this could buy a second instance for the same claim.
+    async fn find_launched(
+        &self,
+        claim: &NodeClaimRequest,
+        launched_after_unix: i64,
+    ) -> Result<Option<LaunchedInstance>, ProviderError>;
+}
+
+/// What [`launched_for`] found.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Found {
+    /// An instance tagged for the claim.
+    Tagged(LaunchedInstance),
+    /// An instance tagged for no claim that the claim may adopt.
+    Untagged(LaunchedInstance),
+}
+
+/// True when `instance` could be the lost launch of `claim`: tagged for no claim, of the
+/// claim's NodePool, launched at or after `launched_after_unix`, of one of the claim's
+/// instance types, in a zone and capacity type its requirements allow. Launches merged into
+/// one fleet differ in nothing else, so any such instance serves the claim as well as the one
+/// it lost.
+pub fn adoptable(
+    claim: &NodeClaimRequest,
+    instance: &LaunchedInstance,
+    launched_after_unix: i64,
+) -> bool {
+    let allows = |key: &str, value: &str| claim.requirements.get(key).is_none_or(|r| r.has(value));
+    instance.node_claim.is_none()
+        && instance.node_pool.as_deref() == Some(claim.node_pool.as_str())
+        && instance.launch_time_unix >= launched_after_unix
+        && (claim.instance_type_options.is_empty()
+            || claim
+                .instance_type_options
+                .contains(&instance.instance_type))
+        && allows(karpenter_core::labels::ZONE, &instance.zone)
+        && allows(
+            karpenter_core::labels::CAPACITY_TYPE,
+            &instance.capacity_type,
+        )
+}
+
+/// The instance of `claim` among `instances`: the one tagged for it, else the oldest
+/// [`adoptable`] one whose id is not in `taken` (being adopted by another claim).
+pub fn launched_for(
+    claim: &NodeClaimRequest,
+    instances: &[LaunchedInstance],
+    launched_after_unix: i64,
+    taken: &std::collections::BTreeSet<String>,
+) -> Option<Found> {
+    if let Some(tagged) = instances
+        .iter()
+        .find(|i| i.node_claim.as_deref() == Some(claim.name.as_str()))
+    {
+        return Some(Found::Tagged(tagged.clone()));
+    }
+    instances
+        .iter()
+        .filter(|i| !taken.contains(i.instance_id()))
+        .filter(|i| adoptable(claim, i, launched_after_unix))
+        .min_by_key(|i| (i.launch_time_unix, i.provider_id.clone()))
+        .map(|i| Found::Untagged(i.clone()))
 }
 
 /// A shared provider is a provider (so decorators can wrap an `Arc` the caller also keeps).
@@ -279,6 +345,14 @@ impl<T: CloudProvider + ?Sized> CloudProvider for std::sync::Arc<T> {
         instance: &LaunchedInstance,
     ) -> Result<Option<DriftReason>, ProviderError> {
         (**self).is_drifted(instance).await
+    }
+
+    async fn find_launched(
+        &self,
+        claim: &NodeClaimRequest,
+        launched_after_unix: i64,
+    ) -> Result<Option<LaunchedInstance>, ProviderError> {
+        (**self).find_launched(claim, launched_after_unix).await
     }
 }
 

@@ -70,8 +70,21 @@ impl Events {
             action: note.action.to_owned(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, object).await {
-            tracing::debug!(error = %e, "event not recorded");
+        match self.recorder.publish(&event, object).await {
+            Ok(()) => {}
+            // API servers before 1.22 require `regarding.namespace` to equal the Event's
+            // namespace even for cluster-scoped objects (Nodes, NodeClaims): say `default`,
+            // where the Event is written anyway.
+            Err(kube_client::Error::Api(s))
+                if s.code == 422 && object.namespace.as_deref().unwrap_or("").is_empty() =>
+            {
+                let mut in_default = object.clone();
+                in_default.namespace = Some("default".to_owned());
+                if let Err(e) = self.recorder.publish(&event, &in_default).await {
+                    tracing::debug!(error = %e, "event not recorded");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "event not recorded"),
         }
     }
 }

@@ -161,6 +161,9 @@ struct State {
     unavailable: UnavailableOfferings,
     /// `(profile, role)` → when it was last checked.
     instance_profiles: HashMap<(String, String), i64>,
+    /// Instance ids a claim is adopting (tagging for itself), so two claims never adopt the
+    /// same instance.
+    adopting: BTreeSet<String>,
 }
 
 /// The AWS [`CloudProvider`].
@@ -291,6 +294,15 @@ impl CloudProvider for AwsCloudProvider {
             .into_iter()
             .map(|t| t.instance_type)
             .collect())
+    }
+
+    async fn find_launched(
+        &self,
+        claim: &NodeClaimRequest,
+        launched_after_unix: i64,
+    ) -> Result<Option<LaunchedInstance>, ProviderError> {
+        self.find_launched_instance(claim, launched_after_unix)
+            .await
     }
 
     async fn is_drifted(

@@ -254,6 +254,13 @@ pub trait Ec2Api: Send + Sync {
 
     /// `DeleteLaunchTemplate` by name.
     async fn delete_launch_template(&self, name: &str) -> Result<(), Ec2Error>;
+
+    /// `CreateTags`: puts `tags` on every resource in `resource_ids` (overwriting values).
+    async fn create_tags(
+        &self,
+        resource_ids: &[String],
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), Ec2Error>;
 }
 
 /// [`Ec2Api`] over the AWS SDK.
@@ -399,6 +406,14 @@ impl Ec2Api for SdkEc2 {
 
     async fn delete_launch_template(&self, name: &str) -> Result<(), Ec2Error> {
         sdk_impl::delete_launch_template(&self.client, name).await
+    }
+
+    async fn create_tags(
+        &self,
+        resource_ids: &[String],
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), Ec2Error> {
+        sdk_impl::create_tags(&self.client, resource_ids, tags).await
     }
 }
 

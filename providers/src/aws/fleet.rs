@@ -113,16 +113,20 @@ pub struct FleetLaunch {
 }
 
 /// The tags Karpenter puts on the instance, its volumes and the fleet: the node class's tags,
-/// then its own, which win on conflicts (users cannot hijack ownership tags).
+/// then its own, which win on conflicts (users cannot hijack ownership tags). The claim's own
+/// tag (`karpenter.sh/nodeclaim`) is not among them: it would make every claim's request
+/// unique and stop the batcher merging identical launches; it is put on the instance right
+/// after the launch, as Karpenter tags after launch.
 pub fn fleet_tags(
     claim: &NodeClaimRequest,
     cluster_name: &str,
     user_tags: &BTreeMap<String, String>,
 ) -> BTreeMap<String, String> {
     let mut tags = user_tags.clone();
+    // Set by Karpenter alone, after the launch: a user's value would misdirect adoption.
+    tags.remove(NODE_CLAIM_TAG);
     tags.extend([
         (labels::NODE_POOL.to_owned(), claim.node_pool.clone()),
-        (NODE_CLAIM_TAG.to_owned(), claim.name.clone()),
         (NODE_CLASS_TAG.to_owned(), claim.node_class.clone()),
         (
             format!("kubernetes.io/cluster/{cluster_name}"),

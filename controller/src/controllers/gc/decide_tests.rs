@@ -1,3 +1,4 @@
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,4 +85,57 @@ fn launched_claims_whose_instance_is_gone_are_orphaned_but_not_fresh_launches() 
     let got = collect(&instances, &claims, 1_000, GRACE);
     assert_eq!(got.orphaned_claims, vec!["old".to_string()]);
     assert!(got.leaked_instances.is_empty());
+}
+
+#[test]
+fn untagged_instances_are_kept_while_an_unlaunched_claim_of_their_pool_could_adopt_them() {
+    // Launched, but the tag for its claim was never written (a crash right after CreateFleet).
+    let instances = vec![instance("i-untagged", None, 0)];
+    let mut waiting = (*claim("w", None, 0)).clone();
+    waiting.metadata.labels = Some(
+        [("karpenter.sh/nodepool".to_owned(), "default".to_owned())]
+            .into_iter()
+            .collect(),
+    );
+    let waiting = Arc::new(waiting);
+    let got = collect(&instances, std::slice::from_ref(&waiting), 1_000, GRACE);
+    assert!(got.leaked_instances.is_empty(), "{got:?}");
+
+    // A waiting claim of another pool cannot adopt it.
+    let mut other = (*waiting).clone();
+    other
+        .metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert("karpenter.sh/nodepool".into(), "batch".into());
+    let got = collect(&instances, &[Arc::new(other)], 1_000, GRACE);
+    assert_eq!(got.leaked_instances, vec!["aws:///us-east-1a/i-untagged"]);
+
+    // Once every claim has recorded an instance, it is leaked.
+    let got = collect(
+        &instances,
+        &[claim("w", Some("aws:///us-east-1a/i-other"), 0)],
+        1_000,
+        GRACE,
+    );
+    assert_eq!(got.leaked_instances, vec!["aws:///us-east-1a/i-untagged"]);
+}
+
+#[test]
+fn claims_of_a_nodepool_that_is_gone_are_deleted() {
+    let instances = vec![instance("i-1", Some("a"), 0)];
+    let mut a = (*claim("a", Some("aws:///us-east-1a/i-1"), 0)).clone();
+    a.metadata.labels = Some(
+        [("karpenter.sh/nodepool".to_owned(), "removed".to_owned())]
+            .into_iter()
+            .collect(),
+    );
+    let claims = vec![Arc::new(a)];
+    let pools: BTreeSet<String> = ["default".to_owned()].into_iter().collect();
+    let got = collect_with_pools(&instances, &claims, Some(&pools), 1_000, GRACE);
+    assert_eq!(got.orphaned_claims, vec!["a".to_string()]);
+    let with_pool: BTreeSet<String> = ["removed".to_owned()].into_iter().collect();
+    let got = collect_with_pools(&instances, &claims, Some(&with_pool), 1_000, GRACE);
+    assert!(got.orphaned_claims.is_empty());
 }

@@ -15,7 +15,7 @@ use crate::model::ClusterState;
 
 mod decide;
 
-pub use decide::{Collection, collect};
+pub use decide::{Collection, collect, collect_with_pools};
 
 /// Runs a collection every `interval`.
 pub async fn run(
@@ -45,7 +45,13 @@ pub async fn collect_once(
     let instances = provider.list().await.map_err(|e| e.to_string())?;
     let claims = state.node_claims.state();
     let now = k8s_openapi::jiff::Timestamp::now().as_second();
-    let decision = collect(&instances, &claims, now, grace);
+    let pools: std::collections::BTreeSet<String> = state
+        .node_pools
+        .state()
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    let decision = collect_with_pools(&instances, &claims, Some(&pools), now, grace);
     // Only the instance: its Node (if it ever registered, it is not ours: no claim took it
     // over) goes with the instance, through the cloud's node lifecycle. Nodes leave the
     // cluster through termination alone.
@@ -59,7 +65,7 @@ pub async fn collect_once(
     }
     let api: Api<NodeClaim> = Api::all(client.clone());
     for name in &decision.orphaned_claims {
-        tracing::info!(nodeclaim = %name, "deleting nodeclaim whose instance is gone");
+        tracing::info!(nodeclaim = %name, "deleting nodeclaim whose instance or nodepool is gone");
         let _ = api.delete(name, &DeleteParams::default()).await;
     }
     Ok(decision)

@@ -13,6 +13,7 @@ use kube_client::runtime::controller::Action;
 use kube_client::runtime::events::{Event, EventType};
 use serde_json::json;
 
+use super::launch::{LaunchPlan, launch_plan, launched_nothing};
 use super::{
     LifecycleContext, LifecycleError, LifecycleStep, next_step, node_for, now, registration_patch,
     unregistered_taint_removal,
@@ -99,14 +100,43 @@ async fn launch(claim: &NodeClaim, ctx: &LifecycleContext) -> Result<Action, Lif
     let name = claim.metadata.name.clone().unwrap_or_default();
     let request = request_for(claim);
     let uid = claim.metadata.uid.clone().unwrap_or_default();
-    if let Some(instance) = ctx.launched.get(&uid) {
-        // Launched already; this read of the claim predates the status write.
-        record_launch(claim, &request, &instance, ctx).await?;
-        return Ok(Action::requeue(Duration::from_secs(10)));
+    let plan = launch_plan(
+        claim,
+        ctx.launches.get(&uid).as_ref(),
+        ctx.controllers_started,
+        now(),
+    );
+    match plan {
+        LaunchPlan::Record(instance) => {
+            // Launched already; this read of the claim predates the status write.
+            record_launch(claim, &request, &instance, ctx).await?;
+            return Ok(Action::requeue(Duration::from_secs(10)));
+        }
+        LaunchPlan::Wait(left) => return Ok(Action::requeue(left)),
+        LaunchPlan::FindThenLaunch {
+            launched_after_unix,
+        } => {
+            if let Some(instance) = ctx
+                .provider
+                .find_launched(&request, launched_after_unix)
+                .await?
+            {
+                tracing::info!(
+                    nodeclaim = %name,
+                    provider_id = %instance.provider_id,
+                    "found the instance an earlier launch left; not launching again"
+                );
+                ctx.launches.launched(&uid, &instance);
+                record_launch(claim, &request, &instance, ctx).await?;
+                return Ok(Action::requeue(Duration::from_secs(10)));
+            }
+        }
+        LaunchPlan::Launch => {}
     }
+    ctx.launches.started(&uid, now());
     match ctx.provider.create(&request).await {
         Ok(instance) => {
-            ctx.launched.insert(&uid, &instance);
+            ctx.launches.launched(&uid, &instance);
             record_launch(claim, &request, &instance, ctx).await?;
             tracing::info!(
                 nodeclaim = %name,
@@ -118,31 +148,37 @@ async fn launch(claim: &NodeClaim, ctx: &LifecycleContext) -> Result<Action, Lif
             );
             Ok(Action::requeue(Duration::from_secs(10)))
         }
-        Err(e @ ProviderError::InsufficientCapacity { .. })
-        | Err(e @ ProviderError::Create { .. }) => {
-            // Karpenter deletes the claim; the provisioner plans again without the offerings
-            // that just failed (they are marked unavailable).
-            let reason = if matches!(e, ProviderError::InsufficientCapacity { .. }) {
-                "InsufficientCapacityError"
-            } else {
-                "LaunchFailed"
-            };
-            tracing::warn!(nodeclaim = %name, error = %e, "launch failed; deleting nodeclaim");
-            publish(ctx, claim, EventType::Warning, reason, e.to_string()).await;
-            delete_claim(ctx, &name).await?;
-            Ok(Action::await_change())
-        }
         Err(e) => {
-            set_condition(
-                ctx,
-                claim,
-                conditions::LAUNCHED,
-                "False",
-                "LaunchFailed",
-                &e.to_string(),
-            )
-            .await?;
-            Err(e.into())
+            if launched_nothing(&e) {
+                ctx.launches.forget(&uid);
+            }
+            match e {
+                ProviderError::InsufficientCapacity { .. } | ProviderError::Create { .. } => {
+                    // Karpenter deletes the claim; the provisioner plans again without the
+                    // offerings that just failed (they are marked unavailable).
+                    let reason = if matches!(e, ProviderError::InsufficientCapacity { .. }) {
+                        "InsufficientCapacityError"
+                    } else {
+                        "LaunchFailed"
+                    };
+                    tracing::warn!(nodeclaim = %name, error = %e, "launch failed; deleting nodeclaim");
+                    publish(ctx, claim, EventType::Warning, reason, e.to_string()).await;
+                    delete_claim(ctx, &name).await?;
+                    Ok(Action::await_change())
+                }
+                e => {
+                    set_condition(
+                        ctx,
+                        claim,
+                        conditions::LAUNCHED,
+                        "False",
+                        "LaunchFailed",
+                        &e.to_string(),
+                    )
+                    .await?;
+                    Err(e.into())
+                }
+            }
         }
     }
 }

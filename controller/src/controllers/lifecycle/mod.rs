@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use karpenter_core::api::NodeClaim;
-use karpenter_providers::{CloudProvider, LaunchedInstance, ProviderError};
+use karpenter_providers::{CloudProvider, ProviderError};
 use kube_client::Client;
 use kube_client::api::{Api, Patch, PatchParams};
 use kube_client::runtime::controller::{Action, Controller};
@@ -24,9 +24,11 @@ use kube_client::runtime::reflector::ObjectRef;
 use crate::controllers::backoff::Backoff;
 use crate::model::ClusterState;
 use crate::runtime::metrics::Metrics;
+pub use launch::Launches;
 
 mod apply;
 mod decide;
+pub mod launch;
 
 pub use crate::controllers::conditions;
 use apply::apply;
@@ -56,34 +58,13 @@ pub struct LifecycleContext {
     pub launch_ttl: Duration,
     /// Launched claims whose Node has not registered this long after launch are deleted.
     pub registration_ttl: Duration,
-    /// Instances launched per claim UID. The store can hand a reconcile a claim older than our
-    /// own status write; without this a stale read would launch a second instance (Karpenter
-    /// keeps the same cache).
-    pub launched: LaunchCache,
+    /// This process's launch attempts per claim UID ([`launch`]).
+    pub launches: Launches,
+    /// When the controllers started: older claims may have been launched by a previous
+    /// process, so they are looked for before launching.
+    pub controllers_started: Timestamp,
     /// Per-claim retry delays after failed reconciles.
     pub backoff: Backoff,
-}
-
-/// Instances launched per NodeClaim UID, so a stale cached claim is not launched twice.
-#[derive(Default)]
-pub struct LaunchCache(std::sync::Mutex<std::collections::HashMap<String, LaunchedInstance>>);
-
-impl LaunchCache {
-    fn get(&self, uid: &str) -> Option<LaunchedInstance> {
-        self.0.lock().ok()?.get(uid).cloned()
-    }
-
-    fn insert(&self, uid: &str, instance: &LaunchedInstance) {
-        if let Ok(mut m) = self.0.lock() {
-            m.insert(uid.to_owned(), instance.clone());
-        }
-    }
-
-    fn remove(&self, uid: &str) {
-        if let Ok(mut m) = self.0.lock() {
-            m.remove(uid);
-        }
-    }
 }
 
 /// Errors of one reconcile; all are retried with backoff.
@@ -146,8 +127,8 @@ pub async fn reconcile(
 ) -> Result<Action, LifecycleError> {
     let name = claim.metadata.name.clone().unwrap_or_default();
     if claim.metadata.deletion_timestamp.is_some() {
-        ctx.launched
-            .remove(claim.metadata.uid.as_deref().unwrap_or(""));
+        ctx.launches
+            .forget(claim.metadata.uid.as_deref().unwrap_or(""));
         return Ok(Action::await_change());
     }
     if !has_finalizer(claim.metadata.finalizers.as_ref()) {
@@ -158,7 +139,7 @@ pub async fn reconcile(
             &Patch::Merge(finalizer_addition(&claim.metadata)),
         )
         .await?;
-        return Ok(Action::requeue(Duration::ZERO));
+        return Ok(Action::requeue(Duration::from_millis(100)));
     }
     let out = apply(&claim, &ctx).await;
     if out.is_ok() {

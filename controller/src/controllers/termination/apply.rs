@@ -160,7 +160,7 @@ pub(super) async fn node(
             .await;
         }
         // The next reconcile sees the tainted Node; pods may be placed elsewhere from now on.
-        return Ok(Action::requeue(Duration::ZERO));
+        return Ok(Action::requeue(Duration::from_millis(100)));
     }
     let pool = pool_of(node.metadata.labels.as_ref());
     match plan.phase {
@@ -474,7 +474,7 @@ pub(super) async fn claim(
                 )
                 .await;
             }
-            Ok(Action::requeue(Duration::ZERO))
+            Ok(Action::requeue(Duration::from_millis(100)))
         }
         ClaimStep::DeleteNodes(names) => {
             let nodes_api: Api<Node> = Api::all(ctx.client.clone());

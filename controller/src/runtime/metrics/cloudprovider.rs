@@ -110,4 +110,16 @@ impl<P: CloudProvider> CloudProvider for MeteredCloudProvider<P> {
         self.measure("IsDrifted", self.inner.is_drifted(instance))
             .await
     }
+
+    async fn find_launched(
+        &self,
+        claim: &NodeClaimRequest,
+        launched_after_unix: i64,
+    ) -> Result<Option<LaunchedInstance>, ProviderError> {
+        self.measure(
+            "FindLaunched",
+            self.inner.find_launched(claim, launched_after_unix),
+        )
+        .await
+    }
 }

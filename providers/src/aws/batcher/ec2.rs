@@ -210,4 +210,12 @@ impl<T: Ec2Api + ?Sized + 'static> Ec2Api for BatchingEc2<T> {
     async fn delete_launch_template(&self, name: &str) -> Result<(), Ec2Error> {
         self.inner.delete_launch_template(name).await
     }
+
+    async fn create_tags(
+        &self,
+        resource_ids: &[String],
+        tags: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), Ec2Error> {
+        self.inner.create_tags(resource_ids, tags).await
+    }
 }

@@ -206,6 +206,14 @@ impl Ec2Api for CountingEc2 {
     async fn delete_launch_template(&self, name: &str) -> Result<(), Ec2Error> {
         self.fake.delete_launch_template(name).await
     }
+
+    async fn create_tags(
+        &self,
+        ids: &[String],
+        tags: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), Ec2Error> {
+        self.fake.create_tags(ids, tags).await
+    }
 }
 
 fn fleet_request(capacity_type: CapacityType, target_capacity: i32) -> CreateFleetRequest {

@@ -397,6 +397,27 @@ impl Ec2Api for FakeEc2 {
             })
         })
     }
+
+    async fn create_tags(
+        &self,
+        resource_ids: &[String],
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), Ec2Error> {
+        self.record("CreateTags");
+        self.with(|s| {
+            for id in resource_ids {
+                let Some(i) = s.instances.get_mut(id) else {
+                    return Err(api_error(
+                        "CreateTags",
+                        "InvalidInstanceID.NotFound",
+                        &format!("The instance ID '{id}' does not exist"),
+                    ));
+                };
+                i.tags.extend(tags.clone());
+            }
+            Ok(())
+        })
+    }
 }
 
 /// An in-memory [`SsmApi`]: parameters by name, and the names asked for.

@@ -19,8 +19,8 @@ use crate::aws::fleet::{
 use crate::aws::instance_types::{InstanceTypeSettings, instance_type, max_pods};
 use crate::aws::resolve::{Filter, zonal_subnets_for_launch};
 use crate::provider::{
-    DriftReason, LaunchedInstance, NodeClaimRequest, NodePoolRef, ProviderError, aws_provider_id,
-    parse_provider_id,
+    DriftReason, Found, LaunchedInstance, NodeClaimRequest, NodePoolRef, ProviderError,
+    aws_provider_id, launched_for, parse_provider_id,
 };
 
 /// EC2's error code for an unknown instance id.
@@ -208,6 +208,17 @@ impl AwsCloudProvider {
             }
             node_labels.extend(std::mem::take(&mut launched.labels));
             launched.labels = node_labels;
+            // The fleet request carries no claim tag (so identical claims' requests merge);
+            // the claim's tag goes on its instance now. If this fails the claim still records
+            // the provider id, and a lost launch is found again by `find_launched`.
+            let tags = BTreeMap::from([(NODE_CLAIM_TAG.to_owned(), claim.name.clone())]);
+            let id = launched.instance_id().to_owned();
+            match self.ec2.create_tags(std::slice::from_ref(&id), &tags).await {
+                Ok(()) => launched.node_claim = Some(claim.name.clone()),
+                Err(e) => {
+                    tracing::warn!(nodeclaim = %claim.name, instance = %id, error = %e, "tagging the launched instance for its nodeclaim failed")
+                }
+            }
             return Ok(launched);
         }
         Err(ProviderError::Create {
@@ -264,6 +275,40 @@ impl AwsCloudProvider {
                 Err(not_found(provider_id))
             }
             Err(e) => Err(call_error(&format!("terminating {provider_id}"), e)),
+        }
+    }
+
+    /// `find_launched`: this cluster's instances of the claim's pool, the one tagged for the
+    /// claim, else an adoptable one tagged for it now. The adoption is reserved in memory
+    /// before the tag is written (no lock is held across the call), so concurrent claims pick
+    /// different instances.
+    pub(crate) async fn find_launched_instance(
+        &self,
+        claim: &NodeClaimRequest,
+        launched_after_unix: i64,
+    ) -> Result<Option<LaunchedInstance>, ProviderError> {
+        let instances = self.list_instances().await?;
+        loop {
+            let taken = self.state().adopting.clone();
+            let found = launched_for(claim, &instances, launched_after_unix, &taken);
+            let mut instance = match found {
+                None => return Ok(None),
+                Some(Found::Tagged(i)) => return Ok(Some(i)),
+                Some(Found::Untagged(i)) => i,
+            };
+            let id = instance.instance_id().to_owned();
+            if !self.state().adopting.insert(id.clone()) {
+                continue;
+            }
+            let tags = BTreeMap::from([(NODE_CLAIM_TAG.to_owned(), claim.name.clone())]);
+            let tagged = self.ec2.create_tags(std::slice::from_ref(&id), &tags).await;
+            if let Err(e) = tagged {
+                self.state().adopting.remove(&id);
+                return Err(call_error(&format!("tagging {id} for {}", claim.name), e));
+            }
+            tracing::info!(nodeclaim = %claim.name, instance = %id, "adopted an instance launched for a claim whose launch outcome was lost");
+            instance.node_claim = Some(claim.name.clone());
+            return Ok(Some(instance));
         }
     }
 

@@ -179,3 +179,84 @@ async fn drift_reports_ami_subnet_and_security_group_changes() {
     );
     assert_eq!(drift(4).await.unwrap(), None);
 }
+
+fn untagged(id: &str, instance_type: &str, launched: i64) -> Instance {
+    let mut i = instance(id, "running", "prod");
+    i.tags.remove(NODE_CLAIM_TAG);
+    i.instance_type = instance_type.into();
+    i.launch_time_unix = launched;
+    i
+}
+
+#[tokio::test]
+async fn find_launched_returns_the_claims_tagged_instance_without_tagging_anything() {
+    let f = Fixture::new();
+    f.ec2.with(|s| {
+        let i = instance("i-1", "running", "prod");
+        s.instances.insert(i.id.clone(), i);
+        let u = untagged("i-2", "m5.large", 1_700_000_200);
+        s.instances.insert(u.id.clone(), u);
+    });
+    let claim = super::tests::claim(&["m5.large"], &["spot"]);
+    let found = f.provider.find_launched(&claim, 0).await.unwrap();
+    assert_eq!(
+        found.map(|i| i.provider_id),
+        Some(aws_provider_id("us-east-1a", "i-1"))
+    );
+    assert_eq!(f.ec2.count("CreateTags"), 0);
+}
+
+#[tokio::test]
+async fn find_launched_adopts_an_untagged_instance_of_the_claims_shape_once() {
+    let f = Fixture::new();
+    f.ec2.with(|s| {
+        for i in [
+            // Too old to be this claim's launch.
+            untagged("i-old", "m5.large", 1_699_999_000),
+            // Not among the claim's instance types.
+            untagged("i-other-type", "c5.large", 1_700_000_200),
+            untagged("i-fits", "m5.large", 1_700_000_200),
+        ] {
+            s.instances.insert(i.id.clone(), i);
+        }
+    });
+    let mut first = super::tests::claim(&["m5.large"], &["spot"]);
+    first.name = "default-aaaaa".into();
+    let found = f
+        .provider
+        .find_launched(&first, 1_700_000_000)
+        .await
+        .unwrap()
+        .expect("adopted");
+    assert_eq!(found.instance_id(), "i-fits");
+    assert_eq!(found.node_claim.as_deref(), Some("default-aaaaa"));
+    assert_eq!(
+        f.ec2
+            .with(|s| s.instances["i-fits"].tags.get(NODE_CLAIM_TAG).cloned())
+            .as_deref(),
+        Some("default-aaaaa")
+    );
+    // A second claim of the same shape finds nothing left to adopt.
+    let mut second = first.clone();
+    second.name = "default-bbbbb".into();
+    assert_eq!(
+        f.provider
+            .find_launched(&second, 1_700_000_000)
+            .await
+            .unwrap(),
+        None
+    );
+    // A claim that allows only on-demand cannot adopt a spot instance.
+    f.ec2.with(|s| {
+        let u = untagged("i-spot", "m5.large", 1_700_000_300);
+        s.instances.insert(u.id.clone(), u);
+    });
+    let on_demand = super::tests::claim(&["m5.large"], &["on-demand"]);
+    assert_eq!(
+        f.provider
+            .find_launched(&on_demand, 1_700_000_000)
+            .await
+            .unwrap(),
+        None
+    );
+}

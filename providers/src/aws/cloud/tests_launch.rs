@@ -10,6 +10,7 @@ use karpenter_core::labels;
 use super::tests::{Fixture, claim, node_class, pool};
 use super::*;
 use crate::aws::ec2api::{CapacityType, LaunchTemplateRequest};
+use crate::aws::fleet::NODE_CLAIM_TAG;
 use crate::aws::nodeclass::{AmiFamily, AmiSelectorTerm};
 use crate::provider::CloudProvider;
 
@@ -30,6 +31,16 @@ async fn create_sends_one_fleet_with_a_template_per_image() {
         .unwrap();
 
     assert_eq!(f.ec2.count("CreateFleet"), 1);
+    // The claim's tag goes on the instance after the launch (not on the fleet request).
+    assert_eq!(f.ec2.count("CreateTags"), 1);
+    assert_eq!(got.node_claim.as_deref(), Some("default-abcde"));
+    let launched_id = got.instance_id().to_owned();
+    assert_eq!(
+        f.ec2
+            .with(|s| s.instances[&launched_id].tags.get(NODE_CLAIM_TAG).cloned())
+            .as_deref(),
+        Some("default-abcde")
+    );
     let req = f.ec2.with(|s| s.fleet_requests[0].clone());
     assert_eq!(req.capacity_type, CapacityType::OnDemand);
     assert_eq!(req.target_capacity, 1);

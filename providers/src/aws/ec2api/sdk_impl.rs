@@ -241,6 +241,19 @@ pub(super) async fn delete_launch_template(c: &Client, name: &str) -> Result<(),
     Ok(())
 }
 
+pub(super) async fn create_tags(
+    c: &Client,
+    resource_ids: &[String],
+    tags: &std::collections::BTreeMap<String, String>,
+) -> Result<(), Ec2Error> {
+    let mut call = c.create_tags().set_resources(Some(resource_ids.to_vec()));
+    for (k, v) in tags {
+        call = call.tags(aws_sdk_ec2::types::Tag::builder().key(k).value(v).build());
+    }
+    call.send().await.map_err(api_error("CreateTags"))?;
+    Ok(())
+}
+
 #[cfg(test)]
 #[path = "sdk_impl_tests.rs"]
 mod tests;

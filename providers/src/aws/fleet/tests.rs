@@ -288,9 +288,9 @@ fn tags_karpenter_wins_over_user_tags_on_three_resource_types() {
         .collect();
     assert_eq!(kinds, ["instance", "volume", "fleet"]);
     let tags = &plan.request.tag_specifications[0].tags;
+    // No claim tag (the user's "hijack" value is dropped too): it is written after launch.
     let expect = [
         ("team", "infra"),
-        ("karpenter.sh/nodeclaim", "default-abcde"),
         ("karpenter.sh/nodepool", "default"),
         ("karpenter.k8s.aws/ec2nodeclass", "default"),
         ("kubernetes.io/cluster/prod", "owned"),
@@ -456,4 +456,15 @@ fn cache_expires_after_ttl_and_marks_capacity_types() {
         s.evict_expired(0);
         s
     });
+}
+
+#[test]
+fn claims_of_the_same_shape_send_identical_fleet_requests_so_the_batcher_merges_them() {
+    let f = Fixture::new();
+    let input = f.input();
+    let mut other = claim(&["spot"]);
+    other.name = "default-fghij".into();
+    let a = plan_fleet(&claim(&["spot"]), &input).unwrap();
+    let b = plan_fleet(&other, &input).unwrap();
+    assert_eq!(a.request, b.request);
 }
