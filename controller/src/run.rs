@@ -65,6 +65,9 @@ pub enum RunError {
     /// Leadership was lost; the process must exit so a fresh one campaigns again.
     #[error("leader election lost")]
     LeadershipLost,
+    /// A start-up step did not finish within [`STARTUP_STEP_DEADLINE`].
+    #[error("{0} did not finish within the start-up deadline")]
+    Startup(&'static str),
     /// A task that must run until shutdown ended (returned or panicked).
     #[error("{0}")]
     TaskEnded(TaskEnded),
@@ -114,7 +117,16 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         "readiness",
         readiness(state.clone(), health.clone(), metrics.clone()),
     );
-    let aws_provider = Arc::new(aws_provider(&settings, cluster, state.clone()).await);
+    // Building the provider reads the environment and the SDK's profile files; a start-up that
+    // never finishes must end the process (the kubelet restarts it), not leave it unready.
+    let aws_provider = tokio::time::timeout(
+        STARTUP_STEP_DEADLINE,
+        aws_provider(&settings, cluster, state.clone()),
+    )
+    .await
+    .map_err(|_| RunError::Startup("building the AWS provider"))?;
+    let aws_provider = Arc::new(aws_provider);
+    tracing::info!("AWS provider ready");
 
     let mut signal = std::pin::pin!(shutdown_signal());
     let (leading_tx, mut leading_rx) = watch::channel(settings.disable_leader_election);
@@ -201,6 +213,9 @@ async fn shutdown_signal() {
         _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
     }
 }
+
+/// The longest a start-up step (outside waiting for leadership and for the caches) may take.
+pub const STARTUP_STEP_DEADLINE: Duration = Duration::from_secs(60);
 
 /// How long a watch may keep failing before the replica reports not ready.
 const WATCH_FAILURE_GRACE: Duration = Duration::from_secs(30);

@@ -32,6 +32,56 @@ impl Moments {
     }
 }
 
+/// Runs the controller as a kubelet would: started again whenever it exits on its own, and
+/// killed with SIGKILL (then started again) on request.
+struct Kubelet {
+    kill: tokio::sync::mpsc::Sender<()>,
+    task: tokio::task::JoinHandle<(usize, usize)>,
+}
+
+impl Kubelet {
+    fn start(env: karpenter_e2e::env::TestEnv) -> Kubelet {
+        let (kill, mut kills) = tokio::sync::mpsc::channel::<()>(1);
+        let task = tokio::spawn(async move {
+            let (mut killed, mut exited) = (0, 0);
+            let start = |n: usize| ControllerProcess::start(&env, &format!("crash-{n}"), &[]);
+            let mut controller = start(0);
+            loop {
+                tokio::select! {
+                    msg = kills.recv() => match msg {
+                        Some(()) => {
+                            controller.kill();
+                            killed += 1;
+                            controller = start(killed + exited);
+                        }
+                        None => break,
+                    },
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                        if !controller.is_running() {
+                            exited += 1;
+                            eprintln!("controller exited on its own (log {}); starting it again", controller.log.display());
+                            controller = start(killed + exited);
+                        }
+                    }
+                }
+            }
+            controller.assert_no_panic();
+            (killed, exited)
+        });
+        Kubelet { kill, task }
+    }
+
+    async fn sigkill(&self) {
+        self.kill.send(()).await.expect("kubelet runs");
+    }
+
+    /// Stops the controller; how many times it was killed and how many it exited on its own.
+    async fn stop(self) -> (usize, usize) {
+        drop(self.kill);
+        self.task.await.expect("kubelet task")
+    }
+}
+
 /// Every instance the pool ever had (terminated ones included), by its claim tag.
 async fn instances_by_claim(
     ctx: &Ctx,
@@ -95,7 +145,7 @@ async fn sigkill_at_random_moments_leaks_nothing_and_never_buys_twice() {
         let pool = pool_name(&ctx, "crash");
         let seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
         let mut moments = Moments(seed);
-        let mut controller = ControllerProcess::start(&ctx.env, "crash-0", &[]);
+        let kubelet = Kubelet::start(ctx.env.clone());
         let _sim = ctx.start_sim(ctx.sim_config_for_tag("karpenter.sh/nodepool", &pool));
         with_teardown(&ctx, &[&pool], async {
             apply_staging(&ctx, &pool, json!([])).await;
@@ -106,17 +156,11 @@ async fn sigkill_at_random_moments_leaks_nothing_and_never_buys_twice() {
             })
             .await;
             let claims: Api<NodeClaim> = Api::all(ctx.kube.clone());
-            let mut kills = 0;
-            let restart = |controller: &mut ControllerProcess, kills: &mut usize| {
-                controller.kill();
-                *kills += 1;
-                *controller = ControllerProcess::start(&ctx.env, &format!("crash-{kills}"), &[]);
-            };
             for round in 0..ROUNDS {
                 // Launch: kill somewhere between the claims' creation and their status writes.
                 scale(&ctx, CLAIMS_PER_ROUND).await;
                 tokio::time::sleep(Duration::from_millis(1_000 + moments.next_ms(4_000))).await;
-                restart(&mut controller, &mut kills);
+                kubelet.sigkill().await;
                 eventually(&format!("round {round}: 3 pods running"), Duration::from_secs(180), || async {
                     let running = pods_of(&ctx, "web").await.iter().filter(|p| pod_running_ready(p)).count();
                     (running == CLAIMS_PER_ROUND as usize).then_some(())
@@ -128,7 +172,7 @@ async fn sigkill_at_random_moments_leaks_nothing_and_never_buys_twice() {
                     let _ = claims.delete(&c.name_any(), &DeleteParams::default()).await;
                 }
                 tokio::time::sleep(Duration::from_millis(moments.next_ms(3_000))).await;
-                restart(&mut controller, &mut kills);
+                kubelet.sigkill().await;
                 eventually(&format!("round {round}: claims gone"), Duration::from_secs(180), || async {
                     claims_of(&ctx, &pool).await.is_empty().then_some(())
                 })
@@ -145,8 +189,9 @@ async fn sigkill_at_random_moments_leaks_nothing_and_never_buys_twice() {
             let doubled: Vec<(&String, &Vec<String>)> = by_claim.iter().filter(|(_, ids)| ids.len() > 1).collect();
             let untagged = all.iter().filter(|(_, _, c)| c.is_none()).count();
             let nodes_without_claim = nodes_of(&ctx, &pool).await.len();
+            let (kills, exits) = kubelet.stop().await;
             eprintln!(
-                "crash test (seed {seed}): {} launch/terminate cycles, {kills} SIGKILLs; {} instances launched in all ({untagged} never tagged for a claim); leaked {leaked}, claims with two instances {}, nodes without a claim {nodes_without_claim}",
+                "crash test (seed {seed}): {} launch/terminate cycles, {kills} SIGKILLs, {exits} exits on its own; {} instances launched in all ({untagged} never tagged for a claim); leaked {leaked}, claims with two instances {}, nodes without a claim {nodes_without_claim}",
                 ROUNDS * CLAIMS_PER_ROUND as usize,
                 all.len(),
                 doubled.len()
@@ -154,7 +199,6 @@ async fn sigkill_at_random_moments_leaks_nothing_and_never_buys_twice() {
             assert_eq!(leaked, 0, "leaked instances: {all:?}");
             assert!(doubled.is_empty(), "claims that got two instances: {doubled:?}");
             assert_eq!(nodes_without_claim, 0, "nodes left without a claim");
-            controller.assert_no_panic();
         })
         .await;
     })
