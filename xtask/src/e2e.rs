@@ -115,7 +115,8 @@ pub fn run_suite(args: &E2eArgs) -> anyhow::Result<(u64, u64)> {
         state_dir.display()
     );
     let mut cmd = Command::new(&cargo);
-    cmd.args(["test", "-p", "karpenter-e2e"])
+    // Every test binary runs even when one fails, so the summary counts them all.
+    cmd.args(["test", "--no-fail-fast", "-p", "karpenter-e2e"])
         .env(cluster::STATE_DIR_VAR, &state_dir);
     if !args.test_args.is_empty() {
         cmd.arg("--").args(&args.test_args);
