@@ -113,9 +113,13 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     let pdb_resource = crate::model::disruption_budget_resource(&client).await;
     let eviction_api_version = eviction_api_version(&client).await;
     let state = ClusterState::start(&client, pdb_resource, metrics.clone(), &mut runtime);
+    // Only the readiness task waits on the stores: kube-runtime's store readiness wakes a single
+    // waiter (a oneshot receiver keeps one waker), so a second concurrent waiter could sleep
+    // forever. Everyone else waits on this flag.
+    let (synced_tx, synced_rx) = watch::channel(false);
     runtime.spawn(
         "readiness",
-        readiness(state.clone(), health.clone(), metrics.clone()),
+        readiness(state.clone(), health.clone(), metrics.clone(), synced_tx),
     );
     // Building the provider reads the environment and the SDK's profile files; a start-up that
     // never finishes must end the process (the kubelet restarts it), not leave it unready.
@@ -153,7 +157,8 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         ended = runtime.first_end() => Err(ended_error(ended)),
         _ = async {
             let _ = leading_rx.wait_for(|l| *l).await;
-            state.wait_synced().await;
+            let mut synced = synced_rx.clone();
+            let _ = synced.wait_for(|s| *s).await;
         } => {
             tracing::info!("leading and synced; controllers starting");
             start_controllers(&mut controllers, &settings, &client, &state, &metrics, aws_provider, eviction_api_version);
@@ -221,9 +226,15 @@ pub const STARTUP_STEP_DEADLINE: Duration = Duration::from_secs(60);
 const WATCH_FAILURE_GRACE: Duration = Duration::from_secs(30);
 
 /// Readiness: ready once every watch has listed, not ready while a watch keeps failing.
-async fn readiness(state: ClusterState, health: Health, metrics: Arc<Metrics>) {
+async fn readiness(
+    state: ClusterState,
+    health: Health,
+    metrics: Arc<Metrics>,
+    synced: watch::Sender<bool>,
+) {
     health.set_not_ready("caches not synced");
     state.wait_synced().await;
+    synced.send_replace(true);
     metrics.set_cluster_state_synced(true);
     tracing::info!("caches synced");
     loop {

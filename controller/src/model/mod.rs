@@ -134,6 +134,10 @@ impl ClusterState {
     }
 
     /// Waits until every store has its initial list.
+    ///
+    /// Await it from one task at a time: kube-runtime's store readiness wakes a single waiter,
+    /// so a second concurrent waiter may never wake (`karpenter run` lets its readiness task
+    /// wait and publishes the result).
     pub async fn wait_synced(&self) {
         // An Err means the writer is gone, i.e. the process is shutting down.
         let _ = self.pods.wait_until_ready().await;
