@@ -6,6 +6,7 @@
 //! I/O, no clock, no kube client, no cloud SDK: the controller gathers, `core` decides.
 
 pub mod api;
+pub mod disruption;
 pub mod fixtures;
 pub mod ingest;
 pub mod instance_type;

@@ -17,6 +17,8 @@ pub enum Manifest {
     NodePoolV1(Box<api::NodePool>),
     /// `karpenter.sh/v1beta1` NodePool (converted by `build_snapshot`).
     NodePoolV1beta1(Box<api::v1beta1::NodePool>),
+    /// `karpenter.sh/v1` NodeClaim (read by disruption planning).
+    NodeClaim(Box<api::NodeClaim>),
     /// `karpenter.k8s.aws/*` EC2NodeClass, left untyped for the providers crate.
     EC2NodeClass(serde_json::Value),
     /// `v1` Pod.
@@ -37,7 +39,7 @@ pub enum Manifest {
     Namespace(Box<Namespace>),
     /// `policy/v1` PodDisruptionBudget.
     PodDisruptionBudget(Box<PodDisruptionBudget>),
-    /// Anything else (Services, ConfigMaps, NodeClaims, …): kept by name so callers can say
+    /// Anything else (Services, ConfigMaps, …): kept by name so callers can say
     /// what they skipped.
     Other {
         /// `apiVersion` as written.
@@ -55,6 +57,7 @@ impl Manifest {
         let (kind, name) = match self {
             Manifest::NodePoolV1(o) => ("NodePool", o.metadata.name.as_deref()),
             Manifest::NodePoolV1beta1(o) => ("NodePool", o.metadata.name.as_deref()),
+            Manifest::NodeClaim(o) => ("NodeClaim", o.metadata.name.as_deref()),
             Manifest::EC2NodeClass(v) => ("EC2NodeClass", v["metadata"]["name"].as_str()),
             Manifest::Pod(o) => ("Pod", o.metadata.name.as_deref()),
             Manifest::Deployment(o) => ("Deployment", o.metadata.name.as_deref()),
@@ -172,6 +175,9 @@ where
         }
         ("karpenter.sh/v1beta1", "NodePool") => {
             Manifest::NodePoolV1beta1(Box::new(Deserialize::deserialize(de)?))
+        }
+        ("karpenter.sh/v1", "NodeClaim") => {
+            Manifest::NodeClaim(Box::new(Deserialize::deserialize(de)?))
         }
         (_, "EC2NodeClass") if group == "karpenter.k8s.aws" => {
             Manifest::EC2NodeClass(Deserialize::deserialize(de)?)

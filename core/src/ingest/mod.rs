@@ -14,6 +14,7 @@
 
 mod assemble;
 mod convert;
+pub mod disruption;
 mod error;
 pub mod manifests;
 pub mod node;

@@ -1,0 +1,258 @@
+//! Consolidation's decision once the scheduler has answered (Karpenter v1 §9.3–9.4): delete,
+//! replace by one cheaper node (price filter on the *worst* launch price, on-demand→spot
+//! pinning, spot-to-spot rules), or keep with the reason.
+
+use crate::instance_type::InstanceType;
+use crate::labels;
+use crate::requirements::{Requirement, Requirements};
+use crate::scheduling::{InstanceTypeOption, NewNodeClaim};
+use crate::snapshot::NodePoolInput;
+
+use super::candidates::Candidate;
+use super::reasons::KeptReason;
+use super::simulate::Simulation;
+
+/// Spot-to-spot single-node consolidation needs this many cheaper types, and offers only
+/// this many (the cheapest), so the next pass cannot find 15 cheaper ones again.
+pub const SPOT_TO_SPOT_MIN_TYPES: usize = 15;
+
+/// A new node a command launches.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Replacement {
+    /// NodePool it comes from.
+    pub node_pool: String,
+    /// Its requirements (capacity type pinned where the price check assumed one).
+    pub requirements: Requirements,
+    /// Instance types it may launch as, cheapest first.
+    pub instance_types: Vec<InstanceTypeOption>,
+    /// The capacity type when pinned to one.
+    pub capacity_type: Option<String>,
+    /// The zone when pinned to one.
+    pub zone: Option<String>,
+    /// Price per hour of the cheapest option.
+    pub price: f64,
+}
+
+impl Replacement {
+    /// A replacement exactly as the scheduler opened it (drift keeps the scheduler's claims).
+    pub fn from_claim(claim: &NewNodeClaim) -> Replacement {
+        let pinned = |key: &str| {
+            claim
+                .requirements
+                .get(key)
+                .filter(|r| !r.is_complement() && r.len() == 1)
+                .and_then(Requirement::any_value)
+        };
+        Replacement {
+            node_pool: claim.node_pool.clone(),
+            requirements: claim.requirements.clone(),
+            instance_types: claim.instance_types.clone(),
+            capacity_type: pinned(labels::CAPACITY_TYPE),
+            zone: pinned(labels::ZONE),
+            price: claim.cheapest_price(),
+        }
+    }
+}
+
+/// What consolidating a set of candidates comes to.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    /// Their pods fit on the other nodes: delete them.
+    Delete,
+    /// One cheaper node holds their pods.
+    Replace(Replacement),
+    /// Not worth it or not possible; why.
+    Keep(KeptReason),
+}
+
+/// The replacement's instance types priced for the price filter.
+struct Priced<'a> {
+    it: &'a InstanceType,
+    /// Cheapest available compatible offering.
+    cheapest: (String, String, f64),
+    /// Most expensive available compatible offering, in the first capacity type (reserved,
+    /// spot, on-demand) that has any: what the launch may cost at worst.
+    worst: f64,
+}
+
+fn price<'a>(it: &'a InstanceType, reqs: &Requirements) -> Option<Priced<'a>> {
+    let compatible: Vec<_> = it
+        .offerings
+        .iter()
+        .filter(|o| o.available && o.compatible(reqs))
+        .collect();
+    let cheapest = compatible
+        .iter()
+        .min_by(|a, b| {
+            a.price
+                .total_cmp(&b.price)
+                .then_with(|| a.zone.cmp(&b.zone))
+                .then_with(|| a.capacity_type.cmp(&b.capacity_type))
+        })
+        .map(|o| (o.zone.clone(), o.capacity_type.clone(), o.price))?;
+    let worst = [
+        "reserved",
+        labels::CAPACITY_SPOT,
+        labels::CAPACITY_ON_DEMAND,
+    ]
+    .iter()
+    .find_map(|ct| {
+        compatible
+            .iter()
+            .filter(|o| o.capacity_type == *ct)
+            .map(|o| o.price)
+            .max_by(f64::total_cmp)
+    })
+    .unwrap_or(cheapest.2);
+    Some(Priced {
+        it,
+        cheapest,
+        worst,
+    })
+}
+
+fn options(priced: &[Priced<'_>]) -> Vec<InstanceTypeOption> {
+    priced
+        .iter()
+        .map(|p| InstanceTypeOption {
+            name: p.it.name.clone(),
+            zone: p.cheapest.0.clone(),
+            capacity_type: p.cheapest.1.clone(),
+            price: p.cheapest.2,
+        })
+        .collect()
+}
+
+/// Consolidation's decision for `candidates` given the scheduler's answer. `pools` holds the
+/// NodePools' instance types; `spot_to_spot` is the feature gate; `multi` selects the
+/// multi-node rules (same-type filter, no 15-type minimum).
+pub fn decide(
+    candidates: &[&Candidate<'_>],
+    sim: &Simulation,
+    pools: &[NodePoolInput],
+    spot_to_spot: bool,
+    multi: bool,
+) -> Outcome {
+    if let Some((pod, why)) = sim.failures.first() {
+        if let Some(node) = why.strip_prefix("would schedule against uninitialized node ") {
+            return Outcome::Keep(KeptReason::UninitializedDestination {
+                pod: pod.clone(),
+                node: node.to_owned(),
+            });
+        }
+        return Outcome::Keep(KeptReason::PodWouldNotSchedule {
+            pod: pod.clone(),
+            why: why.clone(),
+        });
+    }
+    let new = &sim.decision.new_node_claims;
+    if new.is_empty() {
+        return Outcome::Delete;
+    }
+    if new.len() > 1 {
+        return Outcome::Keep(KeptReason::NeedsSeveralNodes { count: new.len() });
+    }
+    let claim = &new[0];
+    let mut current = 0.0;
+    for c in candidates {
+        match c.price {
+            Some(p) => current += p,
+            None => {
+                return Outcome::Keep(KeptReason::InstanceTypeNotFound {
+                    instance_type: c.claim.instance_type.clone().unwrap_or_default(),
+                });
+            }
+        }
+    }
+    let Some(types) = pools
+        .iter()
+        .find(|p| p.name == claim.node_pool)
+        .map(|p| p.instance_types.as_slice())
+    else {
+        return Outcome::Keep(KeptReason::NoCheaperReplacement {
+            current,
+            best: None,
+        });
+    };
+    let mut reqs = claim.requirements.clone();
+    let may_be_spot = reqs
+        .get(labels::CAPACITY_TYPE)
+        .is_none_or(|r| r.has(labels::CAPACITY_SPOT));
+    let all_spot = candidates
+        .iter()
+        .all(|c| c.capacity_type() == Some(labels::CAPACITY_SPOT));
+    let spot_to_spot_path = all_spot && may_be_spot;
+    if spot_to_spot_path && !spot_to_spot {
+        return Outcome::Keep(KeptReason::SpotToSpotDisabled);
+    }
+    // Pin to spot when the replacement could be spot: the price check assumes spot, and an
+    // on-demand fallback could cost more than what it replaces.
+    let may_be_on_demand = reqs
+        .get(labels::CAPACITY_TYPE)
+        .is_none_or(|r| r.has(labels::CAPACITY_ON_DEMAND));
+    if spot_to_spot_path || (may_be_spot && may_be_on_demand) {
+        reqs.add(
+            labels::CAPACITY_TYPE,
+            Requirement::single(labels::CAPACITY_SPOT),
+        );
+    }
+    let mut priced: Vec<Priced<'_>> = claim
+        .instance_types
+        .iter()
+        .filter_map(|o| types.iter().find(|t| t.name == o.name))
+        .filter_map(|it| price(it, &reqs))
+        .collect();
+    priced.sort_by(|a, b| {
+        a.cheapest
+            .2
+            .total_cmp(&b.cheapest.2)
+            .then_with(|| a.it.name.cmp(&b.it.name))
+    });
+    let best = priced.first().map(|p| p.cheapest.2);
+    priced.retain(|p| p.worst < current);
+    if multi {
+        // [A, A] → one A is better done by deleting one A: drop every type at least as
+        // expensive as the cheapest candidate of a type the replacement shares.
+        let shared = candidates
+            .iter()
+            .filter(|c| {
+                c.claim
+                    .instance_type
+                    .as_deref()
+                    .is_some_and(|t| priced.iter().any(|p| p.it.name == t))
+            })
+            .filter_map(|c| c.price)
+            .min_by(f64::total_cmp);
+        if let Some(limit) = shared {
+            priced.retain(|p| p.worst < limit);
+        }
+    }
+    if priced.is_empty() {
+        return Outcome::Keep(KeptReason::NoCheaperReplacement { current, best });
+    }
+    if spot_to_spot_path && !multi {
+        if priced.len() < SPOT_TO_SPOT_MIN_TYPES {
+            return Outcome::Keep(KeptReason::SpotToSpotTooFewTypes {
+                cheaper: priced.len(),
+            });
+        }
+        priced.truncate(SPOT_TO_SPOT_MIN_TYPES);
+    }
+    let instance_types = options(&priced);
+    let zone = reqs
+        .get(labels::ZONE)
+        .filter(|r| !r.is_complement() && r.len() == 1)
+        .and_then(Requirement::any_value);
+    let capacity_type = reqs
+        .get(labels::CAPACITY_TYPE)
+        .filter(|r| !r.is_complement() && r.len() == 1)
+        .and_then(Requirement::any_value);
+    Outcome::Replace(Replacement {
+        node_pool: claim.node_pool.clone(),
+        price: instance_types[0].price,
+        requirements: reqs,
+        instance_types,
+        capacity_type,
+        zone,
+    })
+}

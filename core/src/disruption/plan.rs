@@ -1,0 +1,644 @@
+//! The disruption pass (Karpenter v1 §6), repeated as the controller repeats it: each pass
+//! starts at most one voluntary command (drift, emptiness, multi-node, single-node, in that
+//! order) and the next pass sees its candidates deleting and its replacements launching, until
+//! a pass finds nothing. Expiration is forceful and comes first.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::api::nodepool::{Budget, DisruptionReason};
+use crate::instance_type::InstanceType;
+use crate::scheduling::SolveOptions;
+use crate::snapshot::{ExistingNode, PodKey};
+
+use super::budgets::{BudgetMap, PoolCounts};
+use super::candidates::{Candidate, by_cost, candidates};
+use super::command::{Action, Command, Destination, Disrupted, Kept, Method, Plan, PodMove};
+use super::consolidation::{self, Outcome, Replacement};
+use super::input::DisruptionInput;
+use super::reasons::KeptReason;
+use super::simulate::{Removal, Simulation, simulate};
+
+/// How long a node that a command planned pods onto is not a candidate (Karpenter: 20 s).
+pub const NOMINATION: Duration = Duration::from_secs(20);
+
+/// Plans one round of disruption: every command the controller would start now, in order,
+/// and, for every other managed node, why it stays. Deterministic.
+pub fn plan(input: &DisruptionInput) -> Plan {
+    Planner::new(input).run()
+}
+
+struct Planner<'a> {
+    input: &'a DisruptionInput,
+    solve: SolveOptions,
+    /// Nodes (by index) being deleted: from the cluster, or by a command of this plan.
+    deleting: BTreeSet<usize>,
+    /// Nodes a command of this plan moves pods onto.
+    nominated: BTreeSet<String>,
+    /// Replacements launched by commands of this plan.
+    launched: Vec<ExistingNode>,
+    commands: Vec<Command>,
+    /// What the last pass found for each node it evaluated.
+    found: BTreeMap<usize, Vec<KeptReason>>,
+}
+
+impl<'a> Planner<'a> {
+    fn new(input: &'a DisruptionInput) -> Planner<'a> {
+        let deleting = input
+            .snapshot
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| {
+                n.marked_for_deletion || input.nodes.get(&n.name).is_some_and(|f| f.deleting)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        Planner {
+            input,
+            solve: SolveOptions {
+                max_instance_types: input.options.max_instance_types,
+                ..SolveOptions::default()
+            },
+            deleting,
+            nominated: BTreeSet::new(),
+            launched: Vec::new(),
+            commands: Vec::new(),
+            found: BTreeMap::new(),
+        }
+    }
+
+    fn run(mut self) -> Plan {
+        self.expire();
+        loop {
+            self.found.clear();
+            let input = self.input;
+            let deleting = self.deleting.clone();
+            let mut cands = candidates(input, &|i| deleting.contains(&i));
+            for c in &mut cands {
+                if c.node_blockers.is_empty() && self.nominated.contains(c.name()) {
+                    c.node_blockers.push(KeptReason::Nominated {
+                        until: input.now + NOMINATION,
+                    });
+                }
+            }
+            let command = self
+                .drift(&cands)
+                .or_else(|| self.emptiness(&cands))
+                .or_else(|| self.multi(&cands))
+                .or_else(|| self.single(&cands));
+            match command {
+                Some(cmd) => self.apply(cmd, &cands),
+                None => return self.finish(&cands),
+            }
+        }
+    }
+
+    fn budgets(&self, cands: &[Candidate<'_>]) -> BudgetMap {
+        let mut counts = PoolCounts::new();
+        for c in cands {
+            if c.node.in_flight
+                || !self
+                    .input
+                    .nodes
+                    .get(c.name())
+                    .is_some_and(|f| f.initialized)
+            {
+                continue;
+            }
+            let entry = counts.entry(c.pool_name().to_owned()).or_default();
+            entry.0 += 1;
+            let ready = self.input.nodes.get(c.name()).is_some_and(|f| f.ready);
+            if !ready || self.deleting.contains(&c.index) {
+                entry.1 += 1;
+            }
+        }
+        BudgetMap::new(
+            self.input
+                .pools
+                .iter()
+                .map(|(k, v)| (k, v.budgets.as_slice() as &[Budget])),
+            &counts,
+            self.input.now,
+        )
+    }
+
+    fn budget_reason(&self, map: &BudgetMap, pool: &str, reason: DisruptionReason) -> KeptReason {
+        let d = map.detail(pool, reason);
+        KeptReason::BudgetExhausted {
+            pool: pool.to_owned(),
+            reason,
+            allowed: d.and_then(|d| d.allowed).unwrap_or(0),
+            disrupting: d.map_or(0, |d| d.disrupting),
+            until: d.and_then(|d| d.until),
+            error: d.and_then(|d| d.error.clone()),
+        }
+    }
+
+    fn note(&mut self, c: &Candidate<'_>, reason: KeptReason) {
+        let list = self.found.entry(c.index).or_default();
+        if !list.contains(&reason) {
+            list.push(reason);
+        }
+    }
+
+    /// Expired NodeClaims are deleted at once: no budget, no do-not-disrupt or PDB check.
+    fn expire(&mut self) {
+        let input = self.input;
+        let deleting = self.deleting.clone();
+        for c in candidates(input, &|i| deleting.contains(&i)) {
+            if self.deleting.contains(&c.index) {
+                continue;
+            }
+            let Some(after) = c.claim.expire_after else {
+                continue;
+            };
+            let expires = c.claim.created + after;
+            if input.now < expires {
+                continue;
+            }
+            let cmd = Command {
+                method: Method::Expiration,
+                action: Action::Delete,
+                candidates: vec![disrupted(&c)],
+                replacements: Vec::new(),
+                moves: Vec::new(),
+                price_before: c.price.unwrap_or(0.0),
+                price_after: 0.0,
+            };
+            self.deleting.insert(c.index);
+            self.commands.push(cmd);
+        }
+    }
+
+    fn simulate(&self, cands: &[Candidate<'_>], removed: &[&Candidate<'_>]) -> Simulation {
+        let mut indices: BTreeSet<usize> = self.deleting.clone();
+        indices.extend(removed.iter().map(|c| c.index));
+        let mut moving = Vec::new();
+        let mut from_deleting = BTreeSet::new();
+        for c in cands {
+            if self.deleting.contains(&c.index) {
+                for p in &c.moving {
+                    moving.push((*p, c.name()));
+                    from_deleting.insert(p.key.clone());
+                }
+            }
+        }
+        for c in removed {
+            for p in &c.moving {
+                moving.push((*p, c.name()));
+            }
+        }
+        simulate(
+            self.input,
+            &Removal {
+                removed: &indices,
+                moving,
+                from_deleting: &from_deleting,
+                launched: &self.launched,
+            },
+            &self.solve,
+        )
+    }
+
+    fn pool_types(&self, name: &str) -> Option<&'a [InstanceType]> {
+        self.input
+            .snapshot
+            .node_pools
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.instance_types.as_slice())
+    }
+
+    /// Drift: the oldest drifted first; empty ones together, otherwise one node per command
+    /// with whatever the scheduler needs to replace it (Karpenter v1 §8).
+    fn drift(&mut self, cands: &[Candidate<'a>]) -> Option<Command> {
+        let mut budgets = self.budgets(cands);
+        let mut drifted: Vec<&Candidate<'_>> = cands
+            .iter()
+            .filter(|c| c.claim.drifted.is_some() && c.node_blockers.is_empty())
+            .filter(|c| {
+                // Eventual: with a terminationGracePeriod, blocking pods do not protect it.
+                c.pod_blockers.is_empty() || c.claim.termination_grace_period.is_some()
+            })
+            .collect();
+        drifted.sort_by(|a, b| {
+            let since = |c: &Candidate<'_>| c.claim.drifted.as_ref().map(|d| d.since);
+            since(a)
+                .cmp(&since(b))
+                .then_with(|| a.claim.name.cmp(&b.claim.name))
+        });
+        let reason = DisruptionReason::Drifted;
+        let mut empties = Vec::new();
+        for c in drifted.iter().filter(|c| c.empty) {
+            if budgets.take(c.pool_name(), reason) {
+                empties.push(*c);
+            } else {
+                let r = self.budget_reason(&budgets, c.pool_name(), reason);
+                self.note(c, r);
+            }
+        }
+        if !empties.is_empty() {
+            return Some(self.command(Method::Drift, &empties, None, Vec::new()));
+        }
+        for c in drifted.iter().filter(|c| !c.empty) {
+            if budgets.remaining(c.pool_name(), reason) == 0 {
+                let r = self.budget_reason(&budgets, c.pool_name(), reason);
+                self.note(c, r);
+                continue;
+            }
+            let sim = self.simulate(cands, &[*c]);
+            if let Some((pod, why)) = sim.failures.first() {
+                self.note(
+                    c,
+                    KeptReason::PodWouldNotSchedule {
+                        pod: pod.clone(),
+                        why: why.clone(),
+                    },
+                );
+                continue;
+            }
+            let replacements = sim
+                .decision
+                .new_node_claims
+                .iter()
+                .map(Replacement::from_claim)
+                .collect();
+            return Some(self.command(Method::Drift, &[*c], Some(&sim), replacements));
+        }
+        None
+    }
+
+    /// Emptiness: every consolidatable empty node the budgets allow, in one command.
+    fn emptiness(&mut self, cands: &[Candidate<'a>]) -> Option<Command> {
+        let mut budgets = self.budgets(cands);
+        let mut empties: Vec<&Candidate<'_>> = cands
+            .iter()
+            .filter(|c| c.empty && c.node_blockers.is_empty() && c.pod_blockers.is_empty())
+            .collect();
+        empties.sort_by(|a, b| by_cost(a, b));
+        let reason = DisruptionReason::Empty;
+        let mut taken = Vec::new();
+        for c in empties {
+            let pool = c.pool.expect("no node blockers: the pool exists");
+            if pool.consolidate_after.is_none() {
+                self.note(
+                    c,
+                    KeptReason::ConsolidationDisabled {
+                        pool: c.pool_name().to_owned(),
+                    },
+                );
+                continue;
+            }
+            if let Err(r) = &c.consolidatable {
+                self.note(c, r.clone());
+                continue;
+            }
+            if budgets.take(c.pool_name(), reason) {
+                taken.push(c);
+            } else {
+                let r = self.budget_reason(&budgets, c.pool_name(), reason);
+                self.note(c, r);
+            }
+        }
+        if taken.is_empty() {
+            return None;
+        }
+        Some(self.command(Method::Emptiness, &taken, None, Vec::new()))
+    }
+
+    /// Non-empty nodes consolidation may touch, cheapest to disrupt first; notes why the
+    /// others may not.
+    fn consolidation_candidates<'c>(
+        &mut self,
+        cands: &'c [Candidate<'a>],
+    ) -> Vec<&'c Candidate<'a>> {
+        let mut out = Vec::new();
+        for c in cands {
+            if c.empty || !c.node_blockers.is_empty() || !c.pod_blockers.is_empty() {
+                continue;
+            }
+            let blockers = c.consolidation_blockers();
+            if blockers.is_empty() {
+                out.push(c);
+            } else {
+                for b in blockers {
+                    self.note(c, b);
+                }
+            }
+        }
+        out.sort_by(|a, b| by_cost(a, b));
+        out
+    }
+
+    fn savings_ok(&mut self, batch: &[&Candidate<'_>], outcome: &Outcome) -> bool {
+        let minimum = batch
+            .iter()
+            .filter_map(|c| c.pool.map(|p| p.min_savings_per_hour))
+            .fold(0.0, f64::max);
+        if minimum <= 0.0 {
+            return true;
+        }
+        let before: f64 = batch.iter().filter_map(|c| c.price).sum();
+        let after = match outcome {
+            Outcome::Replace(r) => r.price,
+            _ => 0.0,
+        };
+        if before - after >= minimum {
+            return true;
+        }
+        for c in batch {
+            self.note(
+                c,
+                KeptReason::BelowMinimumSavings {
+                    savings: before - after,
+                    minimum,
+                },
+            );
+        }
+        false
+    }
+
+    /// Multi-node: the longest prefix of the cheapest-to-disrupt candidates (within budgets)
+    /// that can go with at most one replacement, by binary search (Karpenter v1 §10).
+    fn multi(&mut self, cands: &[Candidate<'a>]) -> Option<Command> {
+        let all = self.consolidation_candidates(cands);
+        let mut budgets = self.budgets(cands);
+        let reason = DisruptionReason::Underutilized;
+        let mut batch = Vec::new();
+        for c in all {
+            if budgets.take(c.pool_name(), reason) {
+                batch.push(c);
+            }
+        }
+        if let Some(cap) = self.input.options.multi_node_cap {
+            batch.truncate(cap);
+        }
+        if batch.len() < 2 {
+            return None;
+        }
+        let types = &self.input.snapshot.node_pools;
+        let (mut lo, mut hi) = (2usize, batch.len());
+        let mut best: Option<(usize, Simulation, Outcome)> = None;
+        while lo <= hi {
+            let mid = (lo + hi) / 2;
+            let prefix = &batch[..mid];
+            let sim = self.simulate(cands, prefix);
+            let outcome =
+                consolidation::decide(prefix, &sim, types, self.input.options.spot_to_spot, true);
+            let valid = matches!(outcome, Outcome::Delete | Outcome::Replace(_));
+            if valid && self.savings_ok(prefix, &outcome) {
+                best = Some((mid, sim, outcome));
+                lo = mid + 1;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        let (n, sim, outcome) = best?;
+        let replacements = match outcome {
+            Outcome::Replace(r) => vec![r],
+            _ => Vec::new(),
+        };
+        Some(self.command(
+            Method::MultiNodeConsolidation,
+            &batch[..n],
+            Some(&sim),
+            replacements,
+        ))
+    }
+
+    /// Single-node: each candidate in turn (pools interleaved), the first that can go or be
+    /// replaced by a cheaper node (Karpenter v1 §11).
+    fn single(&mut self, cands: &[Candidate<'a>]) -> Option<Command> {
+        let all = self.consolidation_candidates(cands);
+        let budgets = self.budgets(cands);
+        let reason = DisruptionReason::Underutilized;
+        let types = &self.input.snapshot.node_pools;
+        for c in interleave_pools(all) {
+            if budgets.remaining(c.pool_name(), reason) == 0 {
+                let r = self.budget_reason(&budgets, c.pool_name(), reason);
+                self.note(c, r);
+                continue;
+            }
+            let sim = self.simulate(cands, &[c]);
+            let outcome =
+                consolidation::decide(&[c], &sim, types, self.input.options.spot_to_spot, false);
+            match &outcome {
+                Outcome::Keep(r) => {
+                    self.note(c, r.clone());
+                    continue;
+                }
+                _ if !self.savings_ok(&[c], &outcome) => continue,
+                Outcome::Delete => {
+                    return Some(self.command(
+                        Method::SingleNodeConsolidation,
+                        &[c],
+                        Some(&sim),
+                        Vec::new(),
+                    ));
+                }
+                Outcome::Replace(r) => {
+                    let r = r.clone();
+                    return Some(self.command(
+                        Method::SingleNodeConsolidation,
+                        &[c],
+                        Some(&sim),
+                        vec![r],
+                    ));
+                }
+            }
+        }
+        None
+    }
+
+    fn command(
+        &self,
+        method: Method,
+        batch: &[&Candidate<'_>],
+        sim: Option<&Simulation>,
+        replacements: Vec<Replacement>,
+    ) -> Command {
+        let mut moves = Vec::new();
+        if let Some(sim) = sim {
+            let leaving: BTreeSet<&str> = batch.iter().map(|c| c.name()).collect();
+            let from = |pod: &PodKey| sim.origin.get(pod).filter(|o| leaving.contains(o.as_str()));
+            for plan in &sim.decision.existing {
+                for pod in &plan.pods {
+                    if let Some(o) = from(pod) {
+                        moves.push(PodMove {
+                            pod: pod.clone(),
+                            from: o.clone(),
+                            to: Destination::Node(plan.node.clone()),
+                        });
+                    }
+                }
+            }
+            for (i, claim) in sim.decision.new_node_claims.iter().enumerate() {
+                for pod in &claim.pods {
+                    if let Some(o) = from(pod) {
+                        moves.push(PodMove {
+                            pod: pod.clone(),
+                            from: o.clone(),
+                            to: Destination::Replacement(i),
+                        });
+                    }
+                }
+            }
+            moves.sort_by(|a, b| a.pod.cmp(&b.pod));
+        }
+        Command {
+            method,
+            action: if replacements.is_empty() {
+                Action::Delete
+            } else {
+                Action::Replace
+            },
+            candidates: batch.iter().map(|c| disrupted(c)).collect(),
+            price_before: batch.iter().filter_map(|c| c.price).sum(),
+            price_after: replacements.iter().map(|r| r.price).sum(),
+            replacements,
+            moves,
+        }
+    }
+
+    /// The next pass sees the command's nodes deleting, its replacements launching and its
+    /// destinations nominated.
+    fn apply(&mut self, cmd: Command, cands: &[Candidate<'_>]) {
+        for d in &cmd.candidates {
+            if let Some(c) = cands.iter().find(|c| c.name() == d.node) {
+                self.deleting.insert(c.index);
+            }
+        }
+        for m in &cmd.moves {
+            if let Destination::Node(n) = &m.to {
+                self.nominated.insert(n.clone());
+            }
+        }
+        for (i, r) in cmd.replacements.iter().enumerate() {
+            if let Some(node) = self.launched_node(r, self.commands.len(), i) {
+                self.launched.push(node);
+            }
+        }
+        self.commands.push(cmd);
+    }
+
+    /// A replacement as an in-flight node of its cheapest type.
+    fn launched_node(&self, r: &Replacement, command: usize, index: usize) -> Option<ExistingNode> {
+        let cheapest = r.instance_types.first()?;
+        let it = self
+            .pool_types(&r.node_pool)?
+            .iter()
+            .find(|t| t.name == cheapest.name)?;
+        let mut labels = r.requirements.single_valued_labels();
+        labels.extend(it.requirements.single_valued_labels());
+        labels.insert(crate::labels::ZONE.into(), cheapest.zone.clone());
+        labels.insert(
+            crate::labels::CAPACITY_TYPE.into(),
+            cheapest.capacity_type.clone(),
+        );
+        labels.insert(crate::labels::NODE_POOL.into(), r.node_pool.clone());
+        let name = format!("replacement-{command}-{index}");
+        labels.insert(crate::labels::HOSTNAME.into(), name.clone());
+        let taints = self
+            .input
+            .snapshot
+            .node_pools
+            .iter()
+            .find(|p| p.name == r.node_pool)
+            .map(|p| p.taints.clone())
+            .unwrap_or_default();
+        Some(ExistingNode {
+            name,
+            labels,
+            taints,
+            allocatable: it.allocatable(),
+            other_allocatable: BTreeMap::new(),
+            pods: Vec::new(),
+            in_flight: true,
+            marked_for_deletion: false,
+        })
+    }
+
+    /// Every managed node not in a command, with its reasons.
+    fn finish(self, cands: &[Candidate<'_>]) -> Plan {
+        let in_command: BTreeSet<&str> = self
+            .commands
+            .iter()
+            .flat_map(|c| c.candidates.iter().map(|d| d.node.as_str()))
+            .collect();
+        let mut kept = Vec::new();
+        for c in cands {
+            if in_command.contains(c.name()) {
+                continue;
+            }
+            // Most fundamental first; a nomination made by this plan's own commands comes
+            // last, so it does not hide what would keep the node anyway.
+            let (nominated, mut reasons): (Vec<KeptReason>, Vec<KeptReason>) = c
+                .node_blockers
+                .iter()
+                .cloned()
+                .partition(|r| matches!(r, KeptReason::Nominated { .. }));
+            let lifecycle = reasons
+                .iter()
+                .any(|r| matches!(r, KeptReason::Deleting | KeptReason::NotInitialized));
+            if !lifecycle {
+                reasons.extend(c.pod_blockers.iter().cloned());
+                for r in self.found.get(&c.index).into_iter().flatten() {
+                    if !reasons.contains(r) {
+                        reasons.push(r.clone());
+                    }
+                }
+            }
+            reasons.extend(nominated);
+            if reasons.is_empty() {
+                reasons.push(KeptReason::InUse);
+            }
+            kept.push(Kept {
+                node: c.name().to_owned(),
+                node_claim: c.claim.name.clone(),
+                node_pool: c.pool_name().to_owned(),
+                reasons,
+            });
+        }
+        Plan {
+            commands: self.commands,
+            kept,
+        }
+    }
+}
+
+fn disrupted(c: &Candidate<'_>) -> Disrupted {
+    Disrupted {
+        node: c.name().to_owned(),
+        node_claim: c.claim.name.clone(),
+        node_pool: c.pool_name().to_owned(),
+        instance_type: c.claim.instance_type.clone(),
+        capacity_type: c.claim.capacity_type.clone(),
+        zone: c.claim.zone.clone(),
+        price: c.price,
+    }
+}
+
+/// Round-robin over NodePools (first candidate of each pool, then the second, …), keeping
+/// each pool's cost order (Karpenter v1.4's single-node order).
+fn interleave_pools<'c, 'a>(sorted: Vec<&'c Candidate<'a>>) -> Vec<&'c Candidate<'a>> {
+    let mut by_pool: BTreeMap<&str, std::collections::VecDeque<&'c Candidate<'a>>> =
+        BTreeMap::new();
+    let mut pool_order: Vec<&str> = Vec::new();
+    for c in &sorted {
+        let pool = c.claim.node_pool.as_str();
+        if !by_pool.contains_key(pool) {
+            pool_order.push(pool);
+        }
+        by_pool.entry(pool).or_default().push_back(c);
+    }
+    let mut out = Vec::with_capacity(sorted.len());
+    while out.len() < sorted.len() {
+        for pool in &pool_order {
+            if let Some(c) = by_pool.get_mut(pool).and_then(|q| q.pop_front()) {
+                out.push(c);
+            }
+        }
+    }
+    out
+}
