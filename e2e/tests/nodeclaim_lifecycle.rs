@@ -270,3 +270,72 @@ async fn an_instance_without_a_nodeclaim_is_garbage_collected() {
     })
     .await;
 }
+
+/// Two controllers write different conditions of one NodeClaim's status (each condition type
+/// has its own writer). `conditions` is a list a merge patch replaces whole, so the writes are
+/// guarded by the resourceVersion they were computed from: a write from a stale read is
+/// refused with 409 Conflict (and retried from the newer object) instead of dropping the other
+/// writer's condition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_write_from_a_stale_read_is_refused_not_clobbering() {
+    use karpenter::controllers::conditions::{guarded_status_patch, is_conflict, upsert_condition};
+    use kube_client::api::PostParams;
+
+    karpenter_e2e::install_crypto_provider();
+    let _serial = serial().await;
+    run("lcrv", |ctx| async move {
+        install_crds(&ctx.kube).await;
+        // No controller runs: the two writers are this test.
+        let claims: Api<NodeClaim> = Api::all(ctx.kube.clone());
+        let name = format!("{}-rv", ctx.id);
+        let body: NodeClaim = serde_json::from_value(json!({
+            "apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
+            "metadata": { "name": name, "labels": { TEST_LABEL: ctx.id } },
+            "spec": {
+                "nodeClassRef": { "group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "none" },
+                "requirements": [],
+            },
+        }))
+        .expect("nodeclaim");
+        claims
+            .create(&PostParams::default(), &body)
+            .await
+            .expect("create nodeclaim");
+        let read = claims.get(&name).await.expect("read nodeclaim");
+
+        let write = |claim: &NodeClaim, type_: &str| {
+            let mut status = claim.status.clone().unwrap_or_default();
+            assert!(upsert_condition(&mut status, type_, "True", type_, "", claim));
+            let patch = guarded_status_patch(&claim.metadata, &status);
+            let claims = claims.clone();
+            let name = name.clone();
+            async move {
+                claims
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
+                    .await
+            }
+        };
+        // Writer A, from the read.
+        write(&read, "Drifted").await.expect("first write");
+        // Writer B, from the same (now stale) read: refused.
+        let stale = write(&read, "Launched")
+            .await
+            .expect_err("a write from a stale read must be refused");
+        assert!(is_conflict(&stale), "refused as a conflict: {stale}");
+        // Writer B again, from the newer object: both conditions survive.
+        let fresh = claims.get(&name).await.expect("re-read nodeclaim");
+        write(&fresh, "Launched").await.expect("write from a fresh read");
+        let after = claims.get(&name).await.expect("read after both writes");
+        let types: Vec<String> = after
+            .status
+            .iter()
+            .flat_map(|s| s.conditions.iter().map(|c| c.type_.clone()))
+            .collect();
+        assert_eq!(types, ["Drifted", "Launched"], "neither writer's condition is lost");
+        claims
+            .delete(&name, &DeleteParams::default())
+            .await
+            .expect("delete nodeclaim");
+    })
+    .await;
+}

@@ -1,7 +1,7 @@
 //! NodeClaim status conditions, shared by the controllers that write them (each condition type
 //! has one writer; see the table in `controllers`).
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use karpenter_core::api::{NodeClaim, NodeClaimStatus};
 
@@ -66,5 +66,55 @@ pub fn upsert_condition(
             fill_empty_messages(&mut status.conditions);
             true
         }
+    }
+}
+
+/// The merge patch that writes `status`, guarded by the resourceVersion of the object it was
+/// computed from. `conditions` is a list, which a merge patch replaces whole, and each
+/// condition type has its own writer: an unguarded write from a stale read would drop another
+/// controller's condition. With the guard the API server refuses a stale write with 409
+/// Conflict, and the writer retries from the newer object the watch brings.
+pub fn guarded_status_patch<S: serde::Serialize>(
+    meta: &ObjectMeta,
+    status: &S,
+) -> serde_json::Value {
+    serde_json::json!({
+        "metadata": {"resourceVersion": meta.resource_version},
+        "status": status,
+    })
+}
+
+/// Whether the API server refused a write because the object changed since it was read.
+pub fn is_conflict(err: &kube_client::Error) -> bool {
+    matches!(err, kube_client::Error::Api(e) if e.code == 409)
+}
+
+#[cfg(test)]
+mod guard_tests {
+    use super::*;
+
+    #[test]
+    fn a_status_patch_carries_the_resource_version_it_was_computed_from() {
+        let meta = ObjectMeta {
+            name: Some("c".into()),
+            resource_version: Some("42".into()),
+            ..ObjectMeta::default()
+        };
+        let patch = guarded_status_patch(&meta, &serde_json::json!({"conditions": []}));
+        assert_eq!(patch["metadata"]["resourceVersion"], "42");
+        assert_eq!(patch["status"], serde_json::json!({"conditions": []}));
+    }
+
+    #[test]
+    fn only_409_is_a_conflict() {
+        let api = |code| {
+            kube_client::Error::Api(
+                kube_client::core::Status::failure("x", "Conflict")
+                    .with_code(code)
+                    .boxed(),
+            )
+        };
+        assert!(is_conflict(&api(409)));
+        assert!(!is_conflict(&api(422)));
     }
 }

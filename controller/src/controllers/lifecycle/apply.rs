@@ -18,7 +18,7 @@ use super::{
     LifecycleContext, LifecycleError, LifecycleStep, next_step, node_for, now, registration_patch,
     unregistered_taint_removal,
 };
-use crate::controllers::conditions::{self, upsert_condition};
+use crate::controllers::conditions::{self, guarded_status_patch, upsert_condition};
 use crate::model::snapshot::{claim_requirements, resource_list};
 
 pub(super) async fn apply(
@@ -209,7 +209,7 @@ async fn record_launch(
     api.patch_status(
         &name,
         &PatchParams::default(),
-        &Patch::Merge(json!({"status": status})),
+        &Patch::Merge(guarded_status_patch(&claim.metadata, &status)),
     )
     .await?;
     // The instance's facts (type, zone, capacity type, …) become the claim's labels.
@@ -275,7 +275,7 @@ async fn register(
     api.patch_status(
         &claim_name,
         &PatchParams::default(),
-        &Patch::Merge(json!({"status": status})),
+        &Patch::Merge(guarded_status_patch(&claim.metadata, &status)),
     )
     .await?;
     let pool = claim_pool(claim);
@@ -349,7 +349,7 @@ async fn initialize(
     api.patch_status(
         &claim_name,
         &PatchParams::default(),
-        &Patch::Merge(json!({"status": status})),
+        &Patch::Merge(guarded_status_patch(&claim.metadata, &status)),
     )
     .await?;
     tracing::info!(nodeclaim = %claim_name, node = %node_name, "initialized nodeclaim");
@@ -392,7 +392,7 @@ async fn set_condition(
     api.patch_status(
         &name,
         &PatchParams::default(),
-        &Patch::Merge(json!({"status": status})),
+        &Patch::Merge(guarded_status_patch(&claim.metadata, &status)),
     )
     .await?;
     Ok(())

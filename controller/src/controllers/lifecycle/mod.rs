@@ -81,7 +81,7 @@ pub enum LifecycleError {
 impl LifecycleError {
     /// Whether the API server refused a write because the object changed since it was read.
     pub fn is_conflict(&self) -> bool {
-        matches!(self, LifecycleError::Kube(kube_client::Error::Api(e)) if e.code == 409)
+        matches!(self, LifecycleError::Kube(e) if crate::controllers::conditions::is_conflict(e))
     }
 }
 

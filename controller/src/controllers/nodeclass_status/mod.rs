@@ -13,10 +13,10 @@ use karpenter_providers::aws::cloud::AwsCloudProvider;
 use karpenter_providers::aws::nodeclass::{EC2NodeClassStatus, validate_ec2_node_class};
 use kube_client::api::{Api, DynamicObject, Patch, PatchParams};
 use kube_client::{Client, ResourceExt};
-use serde_json::json;
 use tokio::time::Instant;
 
 use crate::controllers::backoff::Backoff;
+use crate::controllers::conditions::guarded_status_patch;
 use crate::model::ClusterState;
 use crate::model::objects;
 
@@ -171,7 +171,7 @@ async fn reconcile_one(
     api.patch_status(
         &name,
         &PatchParams::default(),
-        &Patch::Merge(json!({"status": status})),
+        &Patch::Merge(guarded_status_patch(&obj.metadata, &status)),
     )
     .await
     .map_err(|e| format!("EC2NodeClass/{name}: writing status: {e}"))?;

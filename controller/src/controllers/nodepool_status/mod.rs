@@ -14,6 +14,7 @@ use kube_client::runtime::events::EventType;
 use kube_client::{Client, Resource};
 use serde_json::json;
 
+use crate::controllers::conditions::guarded_status_patch;
 use crate::controllers::events::{Events, Note};
 use crate::model::ClusterState;
 use crate::model::objects;
@@ -79,7 +80,8 @@ async fn reconcile_one(
         return;
     }
     // Only `conditions`: a merge patch leaves the rest of the status (resources) alone.
-    let patch = json!({"status": {"conditions": decided.conditions}});
+    // Guarded: a write from a stale read is refused, and the watch brings the newer pool.
+    let patch = guarded_status_patch(&obj.metadata, &json!({"conditions": decided.conditions}));
     if let Err(e) = api
         .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
         .await

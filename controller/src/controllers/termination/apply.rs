@@ -25,7 +25,7 @@ use super::{
     DRAIN_POLL, INSTANCE_POLL, TERMINATION_FINALIZER, TerminationContext, TerminationError,
     has_finalizer,
 };
-use crate::controllers::conditions::{self, upsert_condition};
+use crate::controllers::conditions::{self, guarded_status_patch, upsert_condition};
 use crate::controllers::events::Note;
 
 /// How often a repeated stage Event (e.g. `FailedDraining`) may be written per object.
@@ -245,7 +245,9 @@ async fn run_drain(node: &Node, drain: &DrainPlan, pods: &[&Pod], ctx: &Terminat
             let client = client.clone();
             let version = version.clone();
             async move {
+                let started = Instant::now();
                 let (outcome, code) = evict(&client, &version, &p).await;
+                tracing::debug!(pod = %p, %code, elapsed_ms = started.elapsed().as_millis() as u64, "eviction answered");
                 (p, outcome, code)
             }
         })
@@ -418,7 +420,7 @@ async fn mark_instance_terminating(
     }
     let api: Api<NodeClaim> = Api::all(ctx.client.clone());
     let name = claim.metadata.name.clone().unwrap_or_default();
-    let patch = json!({"status": {"conditions": status.conditions}});
+    let patch = guarded_status_patch(&claim.metadata, &status);
     match api
         .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
         .await

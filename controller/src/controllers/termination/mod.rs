@@ -98,6 +98,14 @@ pub enum TerminationError {
     Provider(#[from] ProviderError),
 }
 
+impl TerminationError {
+    /// Whether the API server refused a guarded write because the object changed since it was
+    /// read: retried soon, not counted as a failure.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, TerminationError::Kube(e) if crate::controllers::conditions::is_conflict(e))
+    }
+}
+
 /// Runs the Node and NodeClaim termination loops until the process ends (the caller treats a
 /// return as a failure).
 pub async fn run(ctx: Arc<TerminationContext>) {
@@ -156,6 +164,10 @@ fn node_error_policy(
     ctx: Arc<TerminationContext>,
 ) -> Action {
     let name = node.metadata.name.as_deref().unwrap_or("");
+    if err.is_conflict() {
+        tracing::debug!(node = %name, error = %err, "conflict; retrying");
+        return Action::requeue(Duration::from_secs(1));
+    }
     ctx.metrics.termination.reconcile_error("node.termination");
     let wait = ctx.backoff.failed(&format!("node/{name}"));
     tracing::warn!(node = %name, error = %err, retry_in_ms = wait.as_millis() as u64, "node termination failed");
@@ -168,6 +180,10 @@ fn claim_error_policy(
     ctx: Arc<TerminationContext>,
 ) -> Action {
     let name = claim.metadata.name.as_deref().unwrap_or("");
+    if err.is_conflict() {
+        tracing::debug!(nodeclaim = %name, error = %err, "conflict; retrying");
+        return Action::requeue(Duration::from_secs(1));
+    }
     ctx.metrics
         .termination
         .reconcile_error("nodeclaim.termination");
