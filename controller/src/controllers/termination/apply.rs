@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use karpenter_core::api::NodeClaim;
@@ -32,8 +31,6 @@ use crate::controllers::events::Note;
 const REPEAT_FLOOR: Duration = Duration::from_secs(30);
 /// Stage Events that happen once per termination.
 const ONCE: Duration = Duration::from_secs(3600);
-/// Evictions in flight per node.
-const EVICTION_CONCURRENCY: usize = 16;
 
 fn pool_of(labels_map: Option<&std::collections::BTreeMap<String, String>>) -> String {
     labels_map
@@ -77,7 +74,7 @@ fn warning<'a>(reason: &'a str, message: String) -> Note<'a> {
 /// One reconcile of a Node.
 pub(super) async fn node(
     node: &Node,
-    ctx: &TerminationContext,
+    ctx: &Arc<TerminationContext>,
 ) -> Result<Action, TerminationError> {
     if node.metadata.deletion_timestamp.is_none()
         || !has_finalizer(node.metadata.finalizers.as_ref())
@@ -219,7 +216,7 @@ pub(super) async fn node(
 
 /// Forced deletions, evictions of the current wave, and a `FailedDraining` note while pods
 /// are left.
-async fn run_drain(node: &Node, drain: &DrainPlan, pods: &[&Pod], ctx: &TerminationContext) {
+async fn run_drain(node: &Node, drain: &DrainPlan, pods: &[&Pod], ctx: &Arc<TerminationContext>) {
     let name = node.metadata.name.as_deref().unwrap_or("");
     for forced in &drain.force {
         delete_pod(&forced.pod, forced.grace_seconds, ctx).await;
@@ -231,73 +228,20 @@ async fn run_drain(node: &Node, drain: &DrainPlan, pods: &[&Pod], ctx: &Terminat
             note(ctx, *pod, normal("Disrupted", msg), ONCE).await;
         }
     }
+    // Evictions run in the background, one in flight per pod: an API server may hold an
+    // eviction for seconds while it retries PDB status conflicts (v1.20 does, for up to 10 s),
+    // and the drain must not wait for the slowest answer to look at the node again.
     let now = Instant::now();
-    let due: Vec<PodRef> = drain
-        .evict
-        .iter()
-        .filter(|p| ctx.evictions.due(&p.uid, now))
-        .cloned()
-        .collect();
-    let client = ctx.client.clone();
-    let version = ctx.eviction_api_version.clone();
-    let results: Vec<(PodRef, Evicted, String)> = futures::stream::iter(due)
-        .map(move |p| {
-            let client = client.clone();
-            let version = version.clone();
-            async move {
-                let started = Instant::now();
-                let (outcome, code) = evict(&client, &version, &p).await;
-                tracing::debug!(pod = %p, %code, elapsed_ms = started.elapsed().as_millis() as u64, "eviction answered");
-                (p, outcome, code)
-            }
-        })
-        .buffer_unordered(EVICTION_CONCURRENCY)
-        .collect()
-        .await;
-    let mut blocked = Vec::new();
-    for (pod_ref, outcome, code) in results {
-        ctx.metrics.termination.eviction_request(&code);
-        let pod = pods.iter().find(|p| PodRef::of(p) == pod_ref).copied();
-        match outcome {
-            Evicted::Yes => {
-                ctx.evictions.forget(&pod_ref.uid);
-                tracing::info!(node = %name, pod = %pod_ref, wave = ?drain.wave, "evicted pod");
-                if let Some(pod) = pod {
-                    note(
-                        ctx,
-                        pod,
-                        normal("Evicted", "Evicted pod: Forceful Termination".into()),
-                        ONCE,
-                    )
-                    .await;
-                }
-            }
-            Evicted::Gone => ctx.evictions.forget(&pod_ref.uid),
-            Evicted::Blocked(message) => {
-                let wait = ctx.evictions.refused(&pod_ref.uid, Instant::now());
-                let budgets = pod
-                    .map(|p| budgets_selecting(p, &ctx.state.disruption_budgets()))
-                    .unwrap_or_default();
-                tracing::debug!(node = %name, pod = %pod_ref, ?budgets, retry_in_ms = wait.as_millis() as u64, "eviction refused");
-                blocked.push((pod_ref.to_string(), budgets, message));
-            }
-            Evicted::Failed(e) => {
-                let wait = ctx.evictions.refused(&pod_ref.uid, Instant::now());
-                tracing::warn!(node = %name, pod = %pod_ref, error = %e, retry_in_ms = wait.as_millis() as u64, "eviction failed");
-            }
+    for p in &drain.evict {
+        if !ctx.evictions.due(&p.uid, now) || !ctx.evictions.start(&p.uid) {
+            continue;
         }
-    }
-    for (pod, budgets, message) in &blocked {
-        let by = if budgets.is_empty() {
-            message.clone()
-        } else {
-            format!(
-                "PodDisruptionBudget {} does not allow it now",
-                budgets.join(", ")
-            )
-        };
-        let msg = format!("Cannot evict pod {pod}: {by}");
-        note(ctx, node, warning("FailedDraining", msg), REPEAT_FLOOR).await;
+        let pod = pods
+            .iter()
+            .find(|x| PodRef::of(x) == *p)
+            .map(|x| (*x).clone());
+        let task = evict_one(ctx.clone(), node.clone(), p.clone(), pod, drain.wave);
+        tokio::spawn(task);
     }
     let mut msg = format!(
         "Failed to drain node, {} pods are waiting to be evicted",
@@ -316,6 +260,56 @@ async fn run_drain(node: &Node, drain: &DrainPlan, pods: &[&Pod], ctx: &Terminat
         ));
     }
     note(ctx, node, warning("FailedDraining", msg), REPEAT_FLOOR).await;
+}
+
+/// Posts one eviction and records its outcome: metrics, retry time, log, and events (an
+/// `Evicted` note on the pod; a `FailedDraining` note on the node naming the PDB that refused).
+async fn evict_one(
+    ctx: Arc<TerminationContext>,
+    node: Node,
+    pod_ref: PodRef,
+    pod: Option<Pod>,
+    wave: Option<super::drain::Wave>,
+) {
+    let name = node.metadata.name.as_deref().unwrap_or("");
+    let started = Instant::now();
+    let (outcome, code) = evict(&ctx.client, &ctx.eviction_api_version, &pod_ref).await;
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    ctx.metrics.termination.eviction_request(&code);
+    match outcome {
+        Evicted::Yes => {
+            ctx.evictions.forget(&pod_ref.uid);
+            tracing::info!(node = %name, pod = %pod_ref, ?wave, elapsed_ms, "evicted pod");
+            if let Some(pod) = &pod {
+                let n = normal("Evicted", "Evicted pod: Forceful Termination".into());
+                note(&ctx, pod, n, ONCE).await;
+            }
+        }
+        Evicted::Gone => ctx.evictions.forget(&pod_ref.uid),
+        Evicted::Blocked(message) => {
+            let wait = ctx.evictions.refused(&pod_ref.uid, Instant::now());
+            let budgets = pod
+                .as_ref()
+                .map(|p| budgets_selecting(p, &ctx.state.disruption_budgets()))
+                .unwrap_or_default();
+            tracing::debug!(node = %name, pod = %pod_ref, ?budgets, elapsed_ms, retry_in_ms = wait.as_millis() as u64, "eviction refused");
+            let by = if budgets.is_empty() {
+                message
+            } else {
+                format!(
+                    "PodDisruptionBudget {} does not allow it now",
+                    budgets.join(", ")
+                )
+            };
+            let msg = format!("Cannot evict pod {pod_ref}: {by}");
+            note(&ctx, &node, warning("FailedDraining", msg), REPEAT_FLOOR).await;
+        }
+        Evicted::Failed(e) => {
+            let wait = ctx.evictions.refused(&pod_ref.uid, Instant::now());
+            tracing::warn!(node = %name, pod = %pod_ref, error = %e, elapsed_ms, retry_in_ms = wait.as_millis() as u64, "eviction failed");
+        }
+    }
+    ctx.evictions.finish(&pod_ref.uid);
 }
 
 /// Deletes a pod for the termination deadline, with a UID precondition.

@@ -2,7 +2,7 @@
 //! 1.22), keyed by pod UID, with per-pod exponential backoff (100 ms → 10 s) while a
 //! PodDisruptionBudget refuses (HTTP 429), as Karpenter's eviction queue.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -76,10 +76,12 @@ pub async fn evict(client: &Client, api_version: &str, pod: &PodRef) -> (Evicted
     }
 }
 
-/// Per-pod retry times for evictions that were refused or failed.
+/// Per-pod retry times for evictions that were refused or failed, and the evictions in
+/// flight (at most one per pod).
 #[derive(Debug, Default)]
 pub struct EvictionBackoff {
     pods: Mutex<HashMap<String, (u32, Instant)>>,
+    in_flight: Mutex<HashSet<String>>,
 }
 
 /// First retry after a refusal.
@@ -103,6 +105,22 @@ impl EvictionBackoff {
             .min(EVICTION_BACKOFF_MAX);
         entry.1 = now + wait;
         wait
+    }
+
+    /// Marks an eviction of the pod with `uid` in flight; false if one already is.
+    pub fn start(&self, uid: &str) -> bool {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(uid.to_owned())
+    }
+
+    /// The eviction of the pod with `uid` has been answered.
+    pub fn finish(&self, uid: &str) {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uid);
     }
 
     /// Forgets the pod (evicted or gone).
@@ -189,6 +207,19 @@ mod tests {
         assert!(b.due("other", t0), "per pod");
         b.forget("u");
         assert!(b.due("u", t0));
+    }
+
+    #[test]
+    fn one_eviction_in_flight_per_pod() {
+        let b = EvictionBackoff::default();
+        assert!(b.start("u"));
+        assert!(
+            !b.start("u"),
+            "a second eviction waits for the first answer"
+        );
+        assert!(b.start("v"), "per pod");
+        b.finish("u");
+        assert!(b.start("u"));
     }
 
     #[test]
