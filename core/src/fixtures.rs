@@ -173,3 +173,99 @@ pub fn snapshot_with(pods: Vec<Pod>, instance_types: Vec<InstanceType>) -> Snaps
         ..Snapshot::default()
     }
 }
+
+/// A cluster of `nodes` initialized, managed on-demand nodes (8, 16 or 32 vCPU types of
+/// [`benchmark_instance_types`], zones in turn), each running up to `pods_per_node` plain pods
+/// with random requests, in one NodePool whose budget lets every node be disrupted: the
+/// disruption benchmark's input. With `fill` below 1 only that share of each node's pods is
+/// kept (a fragmented cluster).
+pub fn disruption_cluster(
+    nodes: usize,
+    pods_per_node: usize,
+    fill: f64,
+    seed: u64,
+) -> crate::disruption::DisruptionInput {
+    use crate::disruption::{ClaimFacts, DisruptionInput, NodeFacts, PoolDisruption};
+    use crate::snapshot::ExistingNode;
+    let types = benchmark_instance_types(400);
+    let mut rng = Rng::new(seed);
+    let now: k8s_openapi::jiff::Timestamp = "2026-12-07T12:00:00Z".parse().expect("timestamp");
+    let day_ago = now - k8s_openapi::jiff::SignedDuration::from_hours(24);
+    let mut snapshot = snapshot_with(Vec::new(), types.clone());
+    let mut facts = BTreeMap::new();
+    let mut pod_no = 0;
+    for i in 0..nodes {
+        let it = &types[[7, 15, 31][rng.below(3)]];
+        let zone = ZONES[i % ZONES.len()];
+        let name = format!("node-{i:05}");
+        let mut node_labels = it.requirements.single_valued_labels();
+        node_labels.insert(labels::ZONE.into(), zone.into());
+        node_labels.insert(
+            labels::CAPACITY_TYPE.into(),
+            labels::CAPACITY_ON_DEMAND.into(),
+        );
+        node_labels.insert(labels::NODE_POOL.into(), "default".into());
+        node_labels.insert(labels::HOSTNAME.into(), name.clone());
+        let mut free = it.allocatable();
+        let mut pods = Vec::new();
+        for _ in 0..pods_per_node {
+            let requests = random_requests(&mut rng);
+            pod_no += 1;
+            let keep = (rng.below(1000) as f64) < fill * 1000.0;
+            if !requests.fits_in(&free) {
+                continue;
+            }
+            free = free.saturating_sub(&requests);
+            if keep {
+                pods.push(Pod::new("default", &format!("pod-{pod_no}"), requests));
+            }
+        }
+        snapshot.nodes.push(ExistingNode {
+            name: name.clone(),
+            labels: node_labels,
+            taints: Vec::new(),
+            allocatable: it.allocatable(),
+            other_allocatable: BTreeMap::new(),
+            pods,
+            in_flight: false,
+            marked_for_deletion: false,
+        });
+        facts.insert(
+            name.clone(),
+            NodeFacts {
+                claim: Some(ClaimFacts {
+                    name,
+                    node_pool: "default".into(),
+                    created: day_ago,
+                    initialized_at: Some(day_ago),
+                    last_pod_event: None,
+                    drifted: None,
+                    expire_after: None,
+                    termination_grace_period: None,
+                    instance_type: Some(it.name.clone()),
+                    zone: Some(zone.into()),
+                    capacity_type: Some(labels::CAPACITY_ON_DEMAND.into()),
+                }),
+                initialized: true,
+                ready: true,
+                ..NodeFacts::default()
+            },
+        );
+    }
+    let pool = PoolDisruption {
+        budgets: vec![crate::api::nodepool::Budget {
+            nodes: "100%".into(),
+            ..crate::api::nodepool::Budget::default()
+        }],
+        ..PoolDisruption::default()
+    };
+    DisruptionInput {
+        snapshot,
+        nodes: facts,
+        pods: BTreeMap::new(),
+        pdbs: Vec::new(),
+        pools: BTreeMap::from([("default".to_string(), pool)]),
+        now,
+        options: Default::default(),
+    }
+}

@@ -31,5 +31,5 @@ pub use input::{
     ClaimFacts, DisruptionInput, DisruptionOptions, Drift, NodeFacts, PdbFacts, PodFacts,
     PoolDisruption,
 };
-pub use plan::plan;
+pub use plan::{plan, plan_traced};
 pub use reasons::KeptReason;

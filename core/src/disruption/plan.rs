@@ -25,7 +25,14 @@ pub const NOMINATION: Duration = Duration::from_secs(20);
 /// Plans one round of disruption: every command the controller would start now, in order,
 /// and, for every other managed node, why it stays. Deterministic.
 pub fn plan(input: &DisruptionInput) -> Plan {
-    Planner::new(input).run()
+    Planner::new(input, false).run().0
+}
+
+/// [`plan`], plus the scheduler's simulation behind each command (`None` for commands that
+/// move no pods through the scheduler: expiration, emptiness, empty drift), so tests can check
+/// every decision independently with [`crate::scheduling::verify`].
+pub fn plan_traced(input: &DisruptionInput) -> (Plan, Vec<Option<Simulation>>) {
+    Planner::new(input, true).run()
 }
 
 struct Planner<'a> {
@@ -40,10 +47,16 @@ struct Planner<'a> {
     commands: Vec<Command>,
     /// What the last pass found for each node it evaluated.
     found: BTreeMap<usize, Vec<KeptReason>>,
+    /// Keep each command's simulation (tests).
+    trace: bool,
+    /// The simulation of the command being built, until it is applied.
+    last_sim: Option<Simulation>,
+    /// One entry per command, when tracing.
+    traces: Vec<Option<Simulation>>,
 }
 
 impl<'a> Planner<'a> {
-    fn new(input: &'a DisruptionInput) -> Planner<'a> {
+    fn new(input: &'a DisruptionInput, trace: bool) -> Planner<'a> {
         let deleting = input
             .snapshot
             .nodes
@@ -65,10 +78,13 @@ impl<'a> Planner<'a> {
             launched: Vec::new(),
             commands: Vec::new(),
             found: BTreeMap::new(),
+            trace,
+            last_sim: None,
+            traces: Vec::new(),
         }
     }
 
-    fn run(mut self) -> Plan {
+    fn run(mut self) -> (Plan, Vec<Option<Simulation>>) {
         self.expire();
         loop {
             self.found.clear();
@@ -168,6 +184,9 @@ impl<'a> Planner<'a> {
             };
             self.deleting.insert(c.index);
             self.commands.push(cmd);
+            if self.trace {
+                self.traces.push(None);
+            }
         }
     }
 
@@ -452,13 +471,16 @@ impl<'a> Planner<'a> {
     }
 
     fn command(
-        &self,
+        &mut self,
         method: Method,
         batch: &[&Candidate<'_>],
         sim: Option<&Simulation>,
         replacements: Vec<Replacement>,
     ) -> Command {
         let mut moves = Vec::new();
+        if self.trace {
+            self.last_sim = sim.cloned();
+        }
         if let Some(sim) = sim {
             let leaving: BTreeSet<&str> = batch.iter().map(|c| c.name()).collect();
             let from = |pod: &PodKey| sim.origin.get(pod).filter(|o| leaving.contains(o.as_str()));
@@ -520,6 +542,9 @@ impl<'a> Planner<'a> {
             }
         }
         self.commands.push(cmd);
+        if self.trace {
+            self.traces.push(self.last_sim.take());
+        }
     }
 
     /// A replacement as an in-flight node of its cheapest type.
@@ -560,7 +585,7 @@ impl<'a> Planner<'a> {
     }
 
     /// Every managed node not in a command, with its reasons.
-    fn finish(self, cands: &[Candidate<'_>]) -> Plan {
+    fn finish(self, cands: &[Candidate<'_>]) -> (Plan, Vec<Option<Simulation>>) {
         let in_command: BTreeSet<&str> = self
             .commands
             .iter()
@@ -600,10 +625,11 @@ impl<'a> Planner<'a> {
                 reasons,
             });
         }
-        Plan {
+        let plan = Plan {
             commands: self.commands,
             kept,
-        }
+        };
+        (plan, self.traces)
     }
 }
 

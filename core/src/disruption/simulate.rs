@@ -12,6 +12,8 @@ use super::input::DisruptionInput;
 /// The scheduler's answer for one set of removed nodes.
 #[derive(Clone, Debug)]
 pub struct Simulation {
+    /// What the scheduler was given (kept so the decision can be checked independently).
+    pub snapshot: Snapshot,
     /// The scheduler's decision.
     pub decision: Decision,
     /// Pods that must move (not pending ones) and found no place, with the reason; includes
@@ -100,6 +102,7 @@ pub fn simulate(
     }
     failures.sort();
     Simulation {
+        snapshot,
         decision,
         failures,
         origin,
