@@ -278,6 +278,28 @@ fn check_invariants(name: &str, snap: &Snapshot, d: &Decision) {
             };
             assert!(p[&noisy].starts_with("new:"));
         }
+        "deprecated-labels" => {
+            assert!(d.unschedulable.is_empty());
+            assert!(d.relaxed.is_empty(), "{:?}", d.relaxed);
+            let p = placements(d);
+            let claim_of = |name: &str| -> usize {
+                let key = PodKey {
+                    namespace: "default".into(),
+                    name: name.into(),
+                };
+                p[&key]
+                    .trim_start_matches("new:")
+                    .parse()
+                    .expect("new claim")
+            };
+            let web = claim_of("web-0");
+            assert!(all_options_match_claim(d, web, |n| n == "c5.xlarge"));
+            let graviton = claim_of("graviton-0");
+            assert_eq!(graviton, claim_of("graviton-1"));
+            assert!(all_options_match_claim(d, graviton, |n| n == "m6g.xlarge"));
+            let zone = &d.new_node_claims[graviton].instance_types[0].zone;
+            assert_eq!(zone, "us-east-1b");
+        }
         "mixed-realistic" => {
             assert!(d.unschedulable.is_empty());
             let gpu: Vec<_> = d
