@@ -278,6 +278,19 @@ fn check_invariants(name: &str, snap: &Snapshot, d: &Decision) {
             };
             assert!(p[&noisy].starts_with("new:"));
         }
+        "hostname-selector-unknown" => {
+            // Only avoid-node (NotIn) gets a new node; the pinned pods launch nothing.
+            assert_eq!(d.new_node_claims.len(), 1);
+            assert_eq!(d.new_node_claims[0].pods[0].name, "avoid-node");
+            assert_eq!(d.unschedulable.len(), 2);
+            assert!(unsched("kubernetes.io/hostname In [ip-10-0-9-9"));
+        }
+        "hostname-selector-existing" => {
+            assert!(d.new_node_claims.is_empty());
+            assert_eq!(d.existing[0].pods.len(), 2);
+            assert_eq!(d.unschedulable.len(), 1);
+            assert!(unsched("node ip-10-0-2-20 cannot take the pod"));
+        }
         "deprecated-labels" => {
             assert!(d.unschedulable.is_empty());
             assert!(d.relaxed.is_empty(), "{:?}", d.relaxed);

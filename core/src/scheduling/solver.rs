@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use super::checks::Reject;
 use super::claims::{Claim, ClaimUpdate};
 use super::decision::Decision;
+use super::new_nodes::placeholder_hostname;
 pub use super::packing::Packing;
 use super::pools::PoolData;
 use super::preferences::PodState;
@@ -430,6 +431,10 @@ impl<'a> Solver<'a> {
             return Ok(());
         }
         // Then a new claim from the first pool that can take it.
+        if let Some(reason) = self.hostname_block(state, &ctx) {
+            self.shapes.insert(shape, cache);
+            return Err(reason);
+        }
         if self.pools.is_empty() {
             self.shapes.insert(shape, cache);
             return Err("no NodePool is defined, and no existing node fits".to_string());
@@ -593,7 +598,7 @@ impl<'a> Solver<'a> {
             .compatible(&state.requirements)
             .map_err(|e| format!("incompatible requirements: {e}"))?;
         let index = self.claims.len();
-        let hostname = format!("hostname-placeholder-{:04}", index + 1);
+        let hostname = placeholder_hostname(index);
         let host_domain = self
             .hostname_table
             .map(|t| self.topo.tables[t].intern(&hostname));
@@ -614,7 +619,11 @@ impl<'a> Solver<'a> {
     }
 }
 
-fn node_label<'n>(node: &'n crate::snapshot::ExistingNode, key: &str) -> Option<&'n str> {
+/// A node's label on `key`; its hostname defaults to its name.
+pub(crate) fn node_label<'n>(
+    node: &'n crate::snapshot::ExistingNode,
+    key: &str,
+) -> Option<&'n str> {
     match node.labels.get(key) {
         Some(v) => Some(v.as_str()),
         None if key == labels::HOSTNAME => Some(node.name.as_str()),
