@@ -183,6 +183,20 @@ fn check_invariants(name: &str, snap: &Snapshot, d: &Decision) {
             assert!(!d.unschedulable.is_empty());
             assert!(unsched("limit"));
         }
+        "nodepool-node-limit" => {
+            // capped: 1 existing + 1 new = its limit of 2; the rest overflow.
+            let per_pool = |pool: &str| {
+                d.new_node_claims
+                    .iter()
+                    .filter(|c| c.node_pool == pool)
+                    .count()
+            };
+            assert_eq!(per_pool("capped"), 1);
+            assert_eq!(per_pool("overflow"), 2);
+            assert_eq!(d.unschedulable.len(), 1);
+            assert_eq!(d.unschedulable[0].pod.name, "pinned-1");
+            assert!(unsched("node limit reached: spec.limits.nodes is 2"));
+        }
         "nodepool-weights" => {
             assert!(
                 d.new_node_claims

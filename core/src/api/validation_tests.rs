@@ -330,6 +330,28 @@ fn limits_and_weight_rules() {
 }
 
 #[test]
+fn node_count_limit_is_accepted_and_compiled() {
+    let mut np = base();
+    let limits = np.spec.limits.as_mut().unwrap();
+    limits.insert("nodes".into(), Quantity("10".into()));
+    assert_eq!(validate_node_pool(&np), Ok(()));
+    // Accepted end to end: ingest turns it into the pool's node limit.
+    let compiled =
+        crate::ingest::compile_node_pool(&np, Vec::new(), crate::resources::Resources::ZERO)
+            .unwrap();
+    assert_eq!(compiled.node_limit, Some(10));
+    for bad in ["-1", "ten"] {
+        let mut np = base();
+        np.spec
+            .limits
+            .as_mut()
+            .unwrap()
+            .insert("nodes".into(), Quantity(bad.into()));
+        assert_only(&np, "spec.limits[nodes]");
+    }
+}
+
+#[test]
 fn collects_every_error_and_displays_them() {
     let mut np = base();
     np.spec.weight = Some(0);
