@@ -23,6 +23,30 @@ pub const NODE_INITIALIZED: &str = "karpenter.sh/initialized";
 /// Set on a node once it has registered.
 pub const NODE_REGISTERED: &str = "karpenter.sh/registered";
 
+/// Deprecated label keys and the stable keys they stand for (Karpenter's `NormalizedLabels`).
+pub const DEPRECATED: &[(&str, &str)] = &[
+    ("failure-domain.beta.kubernetes.io/zone", ZONE),
+    ("failure-domain.beta.kubernetes.io/region", REGION),
+    ("beta.kubernetes.io/arch", ARCH),
+    ("beta.kubernetes.io/os", OS),
+    ("beta.kubernetes.io/instance-type", INSTANCE_TYPE),
+];
+
+/// The stable key a deprecated key stands for (`beta.kubernetes.io/arch` →
+/// `kubernetes.io/arch`, see [`DEPRECATED`]); any other key is returned as is.
+///
+/// Karpenter applies this to every node selector requirement it builds (pod node selectors
+/// and node affinity, NodePool requirements and labels, node labels), so
+/// [`crate::requirements::Requirements::add`] does too. Topology keys of spread constraints
+/// and pod (anti-)affinity are *not* normalised: Karpenter's topology groups use the key as
+/// written, and so does this scheduler.
+pub fn normalize(key: &str) -> &str {
+    DEPRECATED
+        .iter()
+        .find(|(old, _)| *old == key)
+        .map_or(key, |(_, new)| new)
+}
+
 /// Annotation that keeps a pod's node (or a node) from voluntary disruption.
 pub const DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";
 /// Taint key Karpenter puts on nodes it is disrupting.

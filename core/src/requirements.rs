@@ -430,17 +430,24 @@ impl Requirements {
         Requirements::default()
     }
 
-    /// Requirements that a node with exactly these labels satisfies: each label `In` its value.
+    /// Requirements that a node with exactly these labels satisfies: each label `In` its value
+    /// (deprecated keys folded into their stable ones, as [`Requirements::add`] does).
     pub fn from_labels<'a, I: IntoIterator<Item = (&'a String, &'a String)>>(labels: I) -> Self {
         let mut out = Requirements::new();
         for (k, v) in labels {
-            out.by_key.insert(k.clone(), Requirement::single(v));
+            out.add(k, Requirement::single(v));
         }
         out
     }
 
     /// Adds a requirement, intersecting with any existing one on the same key.
+    ///
+    /// A deprecated key (`beta.kubernetes.io/arch`, …) is stored under its stable key
+    /// ([`labels::normalize`]), as Karpenter's `NewRequirement` does, so pods, NodePools and
+    /// nodes that spell a label differently still meet on one key. Lookups ([`Self::get`],
+    /// [`Self::has_key`], [`Self::remove`]) take the key as stored, like Karpenter's `Get`.
     pub fn add(&mut self, key: &str, req: Requirement) {
+        let key = labels::normalize(key);
         match self.by_key.get_mut(key) {
             Some(existing) => *existing = existing.intersection(&req),
             None => {
@@ -691,6 +698,47 @@ mod tests {
         let mut b = Requirements::new();
         b.add("k", Requirement::does_not_exist());
         assert!(a.intersects(&b).is_ok());
+    }
+
+    #[test]
+    fn deprecated_keys_are_read_as_stable_keys() {
+        let mut pod = Requirements::new();
+        pod.add("beta.kubernetes.io/arch", Requirement::single("arm64"));
+        pod.add(
+            "failure-domain.beta.kubernetes.io/zone",
+            req(Operator::In, &["a", "b"]),
+        );
+        pod.add(labels::ZONE, req(Operator::NotIn, &["a"]));
+        assert_eq!(
+            pod.to_string(),
+            "kubernetes.io/arch In [arm64], topology.kubernetes.io/zone In [b]"
+        );
+        assert!(
+            pod.get("beta.kubernetes.io/arch").is_none(),
+            "stored as stable"
+        );
+        // Node labels in both spellings fold into one requirement.
+        let both = BTreeMap::from([
+            ("beta.kubernetes.io/os".to_string(), "linux".to_string()),
+            (labels::OS.to_string(), "linux".to_string()),
+            (
+                "beta.kubernetes.io/instance-type".to_string(),
+                "m5.large".to_string(),
+            ),
+        ]);
+        let node = Requirements::from_labels(&both);
+        assert_eq!(
+            node.to_string(),
+            "kubernetes.io/os In [linux], node.kubernetes.io/instance-type In [m5.large]"
+        );
+        let mut wants = Requirements::new();
+        wants.add("beta.kubernetes.io/os", Requirement::single("linux"));
+        assert!(node.compatible_with(&wants, false).is_ok());
+        // Other keys are untouched.
+        assert_eq!(
+            labels::normalize("example.com/beta.kubernetes.io/arch"),
+            "example.com/beta.kubernetes.io/arch"
+        );
     }
 
     #[test]

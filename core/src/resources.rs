@@ -35,6 +35,10 @@ pub const PODS: usize = 3;
 /// Slot of NVIDIA GPUs.
 pub const NVIDIA_GPU: usize = 4;
 
+/// The NodePool limit on the number of nodes (`spec.limits.nodes`, Karpenter's
+/// `resources.Node`). It caps a count, not a resource of nodes, so it has no slot.
+pub const NODES: &str = "nodes";
+
 /// Returns the slot of a resource name, or `None` for a resource the scheduler does not track
 /// natively (such pods can still land on existing nodes that advertise it; see
 /// [`crate::snapshot::Pod::other_requests`]).

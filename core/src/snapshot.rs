@@ -308,6 +308,10 @@ pub struct NodePoolInput {
     pub limits: Resources,
     /// Capacity of the pool's current nodes (counts against limits).
     pub usage: Resources,
+    /// `spec.limits.nodes`: the most nodes the pool may have, counting its nodes in the
+    /// snapshot (those labelled `karpenter.sh/nodepool=<name>`, in-flight claims included)
+    /// and the NodeClaims a solve opens; `None` when unlimited.
+    pub node_limit: Option<usize>,
     /// Instance types of the pool's NodeClass (before the pool's requirements filter them).
     pub instance_types: Vec<InstanceType>,
 }
@@ -326,6 +330,7 @@ impl NodePoolInput {
             startup_taints: Vec::new(),
             limits: Resources::UNLIMITED,
             usage: Resources::ZERO,
+            node_limit: None,
             instance_types,
         }
     }

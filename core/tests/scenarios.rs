@@ -183,6 +183,20 @@ fn check_invariants(name: &str, snap: &Snapshot, d: &Decision) {
             assert!(!d.unschedulable.is_empty());
             assert!(unsched("limit"));
         }
+        "nodepool-node-limit" => {
+            // capped: 1 existing + 1 new = its limit of 2; the rest overflow.
+            let per_pool = |pool: &str| {
+                d.new_node_claims
+                    .iter()
+                    .filter(|c| c.node_pool == pool)
+                    .count()
+            };
+            assert_eq!(per_pool("capped"), 1);
+            assert_eq!(per_pool("overflow"), 2);
+            assert_eq!(d.unschedulable.len(), 1);
+            assert_eq!(d.unschedulable[0].pod.name, "pinned-1");
+            assert!(unsched("node limit reached: spec.limits.nodes is 2"));
+        }
         "nodepool-weights" => {
             assert!(
                 d.new_node_claims
@@ -277,6 +291,41 @@ fn check_invariants(name: &str, snap: &Snapshot, d: &Decision) {
                 name: "noisy".into(),
             };
             assert!(p[&noisy].starts_with("new:"));
+        }
+        "hostname-selector-unknown" => {
+            // Only avoid-node (NotIn) gets a new node; the pinned pods launch nothing.
+            assert_eq!(d.new_node_claims.len(), 1);
+            assert_eq!(d.new_node_claims[0].pods[0].name, "avoid-node");
+            assert_eq!(d.unschedulable.len(), 2);
+            assert!(unsched("kubernetes.io/hostname In [ip-10-0-9-9"));
+        }
+        "hostname-selector-existing" => {
+            assert!(d.new_node_claims.is_empty());
+            assert_eq!(d.existing[0].pods.len(), 2);
+            assert_eq!(d.unschedulable.len(), 1);
+            assert!(unsched("node ip-10-0-2-20 cannot take the pod"));
+        }
+        "deprecated-labels" => {
+            assert!(d.unschedulable.is_empty());
+            assert!(d.relaxed.is_empty(), "{:?}", d.relaxed);
+            let p = placements(d);
+            let claim_of = |name: &str| -> usize {
+                let key = PodKey {
+                    namespace: "default".into(),
+                    name: name.into(),
+                };
+                p[&key]
+                    .trim_start_matches("new:")
+                    .parse()
+                    .expect("new claim")
+            };
+            let web = claim_of("web-0");
+            assert!(all_options_match_claim(d, web, |n| n == "c5.xlarge"));
+            let graviton = claim_of("graviton-0");
+            assert_eq!(graviton, claim_of("graviton-1"));
+            assert!(all_options_match_claim(d, graviton, |n| n == "m6g.xlarge"));
+            let zone = &d.new_node_claims[graviton].instance_types[0].zone;
+            assert_eq!(zone, "us-east-1b");
         }
         "mixed-realistic" => {
             assert!(d.unschedulable.is_empty());

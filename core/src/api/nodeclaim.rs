@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::{JsonSchema, Schema};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::duration::{GoDuration, NillableDuration};
 
@@ -146,32 +146,45 @@ pub struct ResourceRequirements {
 
 /// CEL rules Karpenter's CRDs put on every requirement key (label-domain restrictions).
 pub(crate) fn requirement_key_rules(schema: &mut Schema) {
+    let mut rules = kubernetes_domain_key_rules();
+    rules.extend(karpenter_key_rules());
+    schema.insert("x-kubernetes-validations".into(), Value::Array(rules));
+}
+
+/// The CEL rules restricting the `kubernetes.io` and `k8s.io` domains. Since Karpenter v1.10
+/// they apply to requirement keys only: template labels may use these domains.
+fn kubernetes_domain_key_rules() -> Vec<Value> {
     let domain = r#"self.find("^([^/]+)")"#;
-    schema.insert(
-        "x-kubernetes-validations".into(),
-        json!([
-            {"message": "label domain \"kubernetes.io\" is restricted",
-             "rule": format!(
-                 "self in [\"beta.kubernetes.io/instance-type\", \
-                  \"failure-domain.beta.kubernetes.io/region\", \"beta.kubernetes.io/os\", \
-                  \"beta.kubernetes.io/arch\", \"failure-domain.beta.kubernetes.io/zone\", \
-                  \"topology.kubernetes.io/zone\", \"topology.kubernetes.io/region\", \
-                  \"node.kubernetes.io/instance-type\", \"kubernetes.io/arch\", \
-                  \"kubernetes.io/os\", \"node.kubernetes.io/windows-build\"] || \
-                  {domain}.endsWith(\"node.kubernetes.io\") || \
-                  {domain}.endsWith(\"node-restriction.kubernetes.io\") || \
-                  !{domain}.endsWith(\"kubernetes.io\")")},
-            {"message": "label domain \"k8s.io\" is restricted",
-             "rule": format!(
-                 "{domain}.endsWith(\"kops.k8s.io\") || !{domain}.endsWith(\"k8s.io\")")},
-            {"message": "label domain \"karpenter.sh\" is restricted",
-             "rule": format!(
-                 "self in [\"karpenter.sh/capacity-type\", \"karpenter.sh/nodepool\"] || \
-                  !{domain}.endsWith(\"karpenter.sh\")")},
-            {"message": "label \"kubernetes.io/hostname\" is restricted",
-             "rule": "self != \"kubernetes.io/hostname\""},
-        ]),
-    );
+    vec![
+        json!({"message": "label domain \"kubernetes.io\" is restricted",
+               "rule": format!(
+                   "self in [\"beta.kubernetes.io/instance-type\", \
+                    \"failure-domain.beta.kubernetes.io/region\", \"beta.kubernetes.io/os\", \
+                    \"beta.kubernetes.io/arch\", \"failure-domain.beta.kubernetes.io/zone\", \
+                    \"topology.kubernetes.io/zone\", \"topology.kubernetes.io/region\", \
+                    \"node.kubernetes.io/instance-type\", \"kubernetes.io/arch\", \
+                    \"kubernetes.io/os\", \"node.kubernetes.io/windows-build\"] || \
+                    {domain}.endsWith(\"node.kubernetes.io\") || \
+                    {domain}.endsWith(\"node-restriction.kubernetes.io\") || \
+                    !{domain}.endsWith(\"kubernetes.io\")")}),
+        json!({"message": "label domain \"k8s.io\" is restricted",
+               "rule": format!(
+                   "{domain}.endsWith(\"kops.k8s.io\") || !{domain}.endsWith(\"k8s.io\")")}),
+    ]
+}
+
+/// The CEL key rules that also bind template labels: the `karpenter.sh` domain (except the
+/// capacity type and pool labels) and `kubernetes.io/hostname`.
+pub(crate) fn karpenter_key_rules() -> Vec<Value> {
+    let domain = r#"self.find("^([^/]+)")"#;
+    vec![
+        json!({"message": "label domain \"karpenter.sh\" is restricted",
+               "rule": format!(
+                   "self in [\"karpenter.sh/capacity-type\", \"karpenter.sh/nodepool\"] || \
+                    !{domain}.endsWith(\"karpenter.sh\")")}),
+        json!({"message": "label \"kubernetes.io/hostname\" is restricted",
+               "rule": "self != \"kubernetes.io/hostname\""}),
+    ]
 }
 
 /// CEL rules Karpenter's CRDs put on requirement lists (operator/value consistency).

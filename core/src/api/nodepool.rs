@@ -120,20 +120,18 @@ impl TemplateMetadata {
     }
 }
 
-/// Karpenter's CEL rules on template labels: the requirement-key domain rules applied to
-/// every key, plus the ban on `karpenter.sh/nodepool`.
+/// Karpenter's CEL rules on template labels: the `karpenter.sh` domain and
+/// `kubernetes.io/hostname` rules of requirement keys applied to every key, plus the ban on
+/// `karpenter.sh/nodepool`. Since Karpenter v1.10 template labels may use the `kubernetes.io`
+/// and `k8s.io` domains (requirement keys may not).
 fn template_label_rules(schema: &mut Schema) {
-    let mut key_schema = Schema::default();
-    super::nodeclaim::requirement_key_rules(&mut key_schema);
     let mut rules = Vec::new();
-    if let Some(Value::Array(key_rules)) = key_schema.get("x-kubernetes-validations") {
-        for rule in key_rules {
-            let cel = rule["rule"]
-                .as_str()
-                .unwrap_or_default()
-                .replace("self", "x");
-            rules.push(json!({"message": rule["message"], "rule": format!("self.all(x, {cel})")}));
-        }
+    for rule in super::nodeclaim::karpenter_key_rules() {
+        let cel = rule["rule"]
+            .as_str()
+            .unwrap_or_default()
+            .replace("self", "x");
+        rules.push(json!({"message": rule["message"], "rule": format!("self.all(x, {cel})")}));
     }
     rules.push(json!({
         "message": "label \"karpenter.sh/nodepool\" is restricted",
@@ -573,6 +571,40 @@ spec:
         assert_eq!(
             (weight_col.type_.as_str(), weight_col.priority),
             ("integer", Some(1))
+        );
+    }
+
+    #[test]
+    fn template_labels_keep_only_the_hostname_and_karpenter_sh_rules() {
+        let crd = serde_json::to_value(NodePool::crd()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+            ["template"]["properties"];
+        let messages = |rules: &serde_json::Value| -> Vec<String> {
+            rules
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["message"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let labels = &spec["metadata"]["properties"]["labels"]["x-kubernetes-validations"];
+        assert_eq!(
+            messages(labels),
+            [
+                "label domain \"karpenter.sh\" is restricted",
+                "label \"kubernetes.io/hostname\" is restricted",
+                "label \"karpenter.sh/nodepool\" is restricted",
+            ]
+        );
+        let key = &spec["spec"]["properties"]["requirements"]["items"]["properties"]["key"]["x-kubernetes-validations"];
+        assert_eq!(
+            messages(key),
+            [
+                "label domain \"kubernetes.io\" is restricted",
+                "label domain \"k8s.io\" is restricted",
+                "label domain \"karpenter.sh\" is restricted",
+                "label \"kubernetes.io/hostname\" is restricted",
+            ]
         );
     }
 }

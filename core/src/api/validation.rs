@@ -56,19 +56,19 @@ const MAX_REQUIREMENTS: usize = 100;
 const MAX_LABELS: usize = 100;
 const MAX_BUDGETS: usize = 50;
 
-/// Why `key` may not be used in NodePool/NodeClaim requirements or template labels, per the
-/// CRD's CEL rules; `None` if allowed. `karpenter.sh/nodepool` is allowed here (NodeClaims
-/// carry it); NodePools reject it separately.
+/// Why `key` may not be used as a NodePool/NodeClaim requirement key, per the CRD's CEL rules;
+/// `None` if allowed. `karpenter.sh/nodepool` is allowed here (NodeClaims carry it); NodePools
+/// reject it separately. Template labels have fewer rules
+/// ([`restricted_template_label_error`]).
 ///
 /// Restricted: `kubernetes.io/hostname`, the `kubernetes.io` domain except well-known labels
 /// and `*node.kubernetes.io` / `*node-restriction.kubernetes.io`, the `k8s.io` domain except
 /// `*kops.k8s.io`, and the `karpenter.sh` domain except `karpenter.sh/capacity-type`.
 pub fn restricted_label_error(key: &str) -> Option<&'static str> {
-    // CEL: self.find("^([^/]+)") — the part before the first '/', or the whole key.
-    let domain = key.split('/').next().unwrap_or(key);
-    if key == "kubernetes.io/hostname" {
-        return Some("label \"kubernetes.io/hostname\" is restricted");
+    if let Some(e) = restricted_template_label_error(key) {
+        return Some(e);
     }
+    let domain = label_domain(key);
     if domain.ends_with("kubernetes.io")
         && !ALLOWED_KUBERNETES_IO_KEYS.contains(&key)
         && !domain.ends_with("node.kubernetes.io")
@@ -79,13 +79,32 @@ pub fn restricted_label_error(key: &str) -> Option<&'static str> {
     if domain.ends_with("k8s.io") && !domain.ends_with("kops.k8s.io") {
         return Some("label domain \"k8s.io\" is restricted");
     }
-    if domain.ends_with("karpenter.sh")
+    None
+}
+
+/// Why `key` may not be a NodePool template label, per the CRD's CEL rules; `None` if allowed
+/// (`karpenter.sh/nodepool` is allowed here; NodePools reject it separately).
+///
+/// Karpenter v1.10 dropped the `kubernetes.io` and `k8s.io` domain rules for template labels
+/// (kubernetes-sigs/karpenter#2586): Karpenter sets them on the Node itself. Still restricted:
+/// `kubernetes.io/hostname`, and the `karpenter.sh` domain except `karpenter.sh/capacity-type`.
+/// Requirement keys keep every rule ([`restricted_label_error`]).
+pub fn restricted_template_label_error(key: &str) -> Option<&'static str> {
+    if key == "kubernetes.io/hostname" {
+        return Some("label \"kubernetes.io/hostname\" is restricted");
+    }
+    if label_domain(key).ends_with("karpenter.sh")
         && key != "karpenter.sh/capacity-type"
         && key != NODE_POOL_LABEL
     {
         return Some("label domain \"karpenter.sh\" is restricted");
     }
     None
+}
+
+/// CEL: `self.find("^([^/]+)")` — the part before the first '/', or the whole key.
+fn label_domain(key: &str) -> &str {
+    key.split('/').next().unwrap_or(key)
 }
 
 fn is_label_name(s: &str) -> bool {
@@ -492,7 +511,7 @@ pub fn validate_node_pool(np: &NodePool) -> Result<(), Vec<ValidationError>> {
             c.push(&p, "label \"karpenter.sh/nodepool\" is restricted");
         } else if let Some(e) = qualified_name_error(key) {
             c.push(&p, e);
-        } else if let Some(e) = restricted_label_error(key) {
+        } else if let Some(e) = restricted_template_label_error(key) {
             c.push(&p, e);
         }
         if let Some(e) = label_value_error(value) {

@@ -165,6 +165,7 @@ fn template_label_rules() {
         ("karpenter.sh/nodepool", "x"),
         ("kubernetes.io/hostname", "x"),
         ("karpenter.sh/other", "x"),
+        ("sub.karpenter.sh/other", "x"),
         ("bad key!", "x"),
         ("example.com/ok", "bad value!"),
     ];
@@ -172,6 +173,46 @@ fn template_label_rules() {
         let mut np = base();
         np.spec.template.metadata.labels.insert(k.into(), v.into());
         assert_only(&np, &format!("spec.template.metadata.labels[{k}]"));
+    }
+    let mut np = base();
+    np.spec
+        .template
+        .metadata
+        .labels
+        .insert("kubernetes.io/hostname".into(), "x".into());
+    let errs = validate_node_pool(&np).unwrap_err();
+    assert_eq!(
+        errs[0].to_string(),
+        "NodePool/default: spec.template.metadata.labels[kubernetes.io/hostname]: label \
+         \"kubernetes.io/hostname\" is restricted"
+    );
+}
+
+#[test]
+fn template_labels_may_use_the_kubernetes_io_and_k8s_io_domains() {
+    // Karpenter v1.10+: only requirement keys keep these domain rules.
+    let allowed = [
+        "kubernetes.io/role",
+        "node-role.kubernetes.io/worker",
+        "foo.kubernetes.io/bar",
+        "k8s.io/foo",
+        "sub.k8s.io/foo",
+        "karpenter.sh/capacity-type",
+    ];
+    for key in allowed {
+        let mut np = base();
+        np.spec
+            .template
+            .metadata
+            .labels
+            .insert(key.into(), "x".into());
+        assert_eq!(validate_node_pool(&np), Ok(()), "{key}");
+        // The same key as a requirement is still refused (unless well known).
+        if key != "karpenter.sh/capacity-type" {
+            let mut np = base();
+            np.spec.template.spec.requirements[2] = req(key, NodeSelectorOperator::Exists, &[]);
+            assert_only(&np, "spec.template.spec.requirements[2].key");
+        }
     }
 }
 
@@ -326,6 +367,28 @@ fn limits_and_weight_rules() {
         } else {
             assert_only(&np, "spec.weight");
         }
+    }
+}
+
+#[test]
+fn node_count_limit_is_accepted_and_compiled() {
+    let mut np = base();
+    let limits = np.spec.limits.as_mut().unwrap();
+    limits.insert("nodes".into(), Quantity("10".into()));
+    assert_eq!(validate_node_pool(&np), Ok(()));
+    // Accepted end to end: ingest turns it into the pool's node limit.
+    let compiled =
+        crate::ingest::compile_node_pool(&np, Vec::new(), crate::resources::Resources::ZERO)
+            .unwrap();
+    assert_eq!(compiled.node_limit, Some(10));
+    for bad in ["-1", "ten"] {
+        let mut np = base();
+        np.spec
+            .limits
+            .as_mut()
+            .unwrap()
+            .insert("nodes".into(), Quantity(bad.into()));
+        assert_only(&np, "spec.limits[nodes]");
     }
 }
 

@@ -452,7 +452,7 @@ apiVersion: karpenter.sh/v1
 kind: NodePool
 metadata: {name: p}
 spec:
-  limits: {nodes: "10"}
+  limits: {nodes: "10", example.com/widgets: "3"}
   template:
     spec:
       nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}
@@ -464,8 +464,8 @@ spec:
         assert_eq!(shown.len(), 4, "{shown:#?}");
         assert!(
             shown[0].starts_with(
-                "NodePool/p: spec.limits[nodes]: limits on \"nodes\" are not supported \
-                 (supported: cpu, memory,"
+                "NodePool/p: spec.limits[example.com/widgets]: limits on \
+                 \"example.com/widgets\" are not supported (supported: nodes, cpu, memory,"
             ),
             "{shown:#?}"
         );

@@ -18,9 +18,11 @@ use super::convert::{quantity, requirement, taints_from_k8s};
 /// * requirements = template requirements (including Karpenter's `Gte`/`Lte` and `minValues`)
 ///   ∩ template labels as `In [value]` ∩ `karpenter.sh/nodepool In [name]`;
 /// * weight defaults to 0; taints and startup taints are converted;
-/// * limits are parsed into resource slots, unlimited (`i64::MAX`) where not given; a limit on
-///   a resource without a slot is an error naming `spec.limits[<resource>]`, because silently
-///   ignoring it would launch past the user's cap;
+/// * limits are parsed into resource slots, unlimited (`i64::MAX`) where not given;
+///   `limits.nodes` (Karpenter v1.10+) caps the pool's node count instead (`node_limit`, a
+///   fractional value rounded up as `Quantity.Value()` does); a limit on any other resource
+///   without a slot is an error naming `spec.limits[<resource>]`, because silently ignoring it
+///   would launch past the user's cap;
 /// * `usage` (capacity of the pool's current nodes) and `instance_types` are stored as given.
 pub fn compile_node_pool(
     np: &api::NodePool,
@@ -70,15 +72,25 @@ pub fn compile_node_pool(
     });
 
     let mut limits = Resources::UNLIMITED;
+    let mut node_limit = None;
     for (resource, q) in np.spec.limits.iter().flatten() {
         // Same path style as `api::validation` uses for map keys.
         let field = format!("spec.limits[{resource}]");
+        if resource == resources::NODES {
+            match quantity(&object, &field, resource, q) {
+                // Validation has refused negative quantities.
+                Ok(n) => node_limit = Some(usize::try_from(n).unwrap_or(0)),
+                Err(e) => errors.push(e),
+            }
+            continue;
+        }
         let Some(slot) = resources::slot(resource) else {
             errors.push(IngestError::new(
                 &object,
                 field,
                 format!(
-                    "limits on {resource:?} are not supported (supported: {})",
+                    "limits on {resource:?} are not supported (supported: {}, {})",
+                    resources::NODES,
                     resources::RESOURCE_NAMES.join(", ")
                 ),
             ));
@@ -102,6 +114,7 @@ pub fn compile_node_pool(
         startup_taints,
         limits,
         usage,
+        node_limit,
         instance_types,
     })
 }
@@ -182,6 +195,48 @@ spec:
         let np = compile_node_pool(&p, Vec::new(), Resources::ZERO).unwrap();
         assert_eq!(np.weight, 0);
         assert_eq!(np.limits, Resources::UNLIMITED);
+    }
+
+    #[test]
+    fn node_limit_caps_the_count_not_a_resource() {
+        let mut p = pool(POOL);
+        let q = |s: &str| k8s_openapi::apimachinery::pkg::api::resource::Quantity(s.into());
+        p.spec
+            .limits
+            .as_mut()
+            .unwrap()
+            .insert("nodes".into(), q("3"));
+        let np = compile_node_pool(&p, Vec::new(), Resources::ZERO).unwrap();
+        assert_eq!(np.node_limit, Some(3));
+        assert_eq!(np.limits.0[CPU], 100_000, "resource limits unchanged");
+        assert_eq!(np.limits.0[resources::PODS], i64::MAX);
+        // Rounded up, like Quantity.Value().
+        p.spec.limits = Some([("nodes".to_string(), q("2.5"))].into());
+        let np = compile_node_pool(&p, Vec::new(), Resources::ZERO).unwrap();
+        assert_eq!(np.node_limit, Some(3));
+        assert_eq!(np.limits, Resources::UNLIMITED);
+        p.spec.limits = None;
+        let np = compile_node_pool(&p, Vec::new(), Resources::ZERO).unwrap();
+        assert_eq!(np.node_limit, None);
+    }
+
+    #[test]
+    fn deprecated_keys_in_requirements_and_labels_are_read_as_stable() {
+        let mut p = pool(POOL);
+        p.spec.template.spec.requirements[0].key = "beta.kubernetes.io/instance-type".into();
+        p.spec
+            .template
+            .metadata
+            .labels
+            .insert("beta.kubernetes.io/arch".into(), "arm64".into());
+        let np = compile_node_pool(&p, Vec::new(), Resources::ZERO).unwrap();
+        let r = &np.requirements;
+        assert_eq!(r.get(labels::INSTANCE_TYPE).unwrap().values().len(), 3);
+        assert_eq!(r.get(labels::INSTANCE_TYPE).unwrap().min_values, Some(2));
+        assert_eq!(r.get(labels::ARCH).unwrap().to_string(), "In [arm64]");
+        assert!(r.get("beta.kubernetes.io/instance-type").is_none());
+        // The node keeps the label as written.
+        assert_eq!(np.labels["beta.kubernetes.io/arch"], "arm64");
     }
 
     #[test]

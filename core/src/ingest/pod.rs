@@ -73,6 +73,7 @@ pub(crate) fn pod_from_spec(
     pod.other_requests = requests.other;
     pod.requests.0[resources::PODS] = pod.requests.0[resources::PODS].saturating_add(1);
 
+    // Deprecated keys (`beta.kubernetes.io/arch`, …) become stable ones in `add`.
     for (k, v) in spec.node_selector.iter().flatten() {
         pod.node_selector.add(k, Requirement::single(v));
     }
@@ -348,6 +349,7 @@ fn affinity_term(
         .map(|s| label_selector_from_k8s(object, &format!("{field}.namespaceSelector"), Some(s)))
         .transpose()?;
     Ok(PodAffinityTerm {
+        // Kept as written, like spread keys (see `labels::normalize`).
         topology_key: t.topology_key.clone(),
         selector,
         namespaces: t.namespaces.clone().unwrap_or_default(),
@@ -413,6 +415,8 @@ fn spread_constraint(
     );
     Ok(TopologySpreadConstraint {
         max_skew: c.max_skew,
+        // Kept as written, deprecated keys included: Karpenter normalises node selector
+        // requirements only, not topology keys (see `labels::normalize`).
         topology_key: c.topology_key.clone(),
         when_unsatisfiable,
         selector,

@@ -186,6 +186,54 @@ spec:
 }
 
 #[test]
+fn deprecated_node_labels_are_read_as_stable_ones_but_topology_keys_are_not() {
+    let pod = convert(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: p}
+spec:
+  nodeSelector: {beta.kubernetes.io/arch: arm64, beta.kubernetes.io/os: linux}
+  affinity:
+    nodeAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+        nodeSelectorTerms:
+          - matchExpressions:
+              - {key: failure-domain.beta.kubernetes.io/zone, operator: In, values: [us-west-2a]}
+              - {key: failure-domain.beta.kubernetes.io/region, operator: In, values: [us-west-2]}
+      preferredDuringSchedulingIgnoredDuringExecution:
+        - weight: 10
+          preference:
+            matchExpressions:
+              - {key: beta.kubernetes.io/instance-type, operator: In, values: [m5.large]}
+  topologySpreadConstraints:
+    - maxSkew: 1
+      topologyKey: failure-domain.beta.kubernetes.io/zone
+      whenUnsatisfiable: DoNotSchedule
+      labelSelector: {matchLabels: {app: p}}
+  containers: [{name: a}]
+"#,
+    );
+    assert_eq!(
+        pod.node_selector.to_string(),
+        "kubernetes.io/arch In [arm64], kubernetes.io/os In [linux]"
+    );
+    assert_eq!(
+        pod.required_node_affinity[0].to_string(),
+        "topology.kubernetes.io/region In [us-west-2], topology.kubernetes.io/zone In [us-west-2a]"
+    );
+    assert_eq!(
+        pod.preferred_node_affinity[0].1.to_string(),
+        "node.kubernetes.io/instance-type In [m5.large]"
+    );
+    // Karpenter keeps topology keys as written.
+    assert_eq!(
+        pod.topology_spread[0].topology_key,
+        "failure-domain.beta.kubernetes.io/zone"
+    );
+}
+
+#[test]
 fn pod_affinity_terms() {
     let pod = convert(
         r#"

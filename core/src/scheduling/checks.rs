@@ -189,6 +189,19 @@ impl Solver<'_> {
                 .reqs
                 .compatible(&state.requirements)
                 .map_err(Reject::Requirements)?;
+            // The claim's hostname is generated: a pod that names another one cannot go there.
+            if let Some(host) = state.requirements.get(labels::HOSTNAME)
+                && !host.has(&claim.hostname)
+            {
+                return Err(Reject::Requirements(Incompatibility {
+                    key: labels::HOSTNAME.to_string(),
+                    message: format!(
+                        "{} {host} does not admit the new node's generated hostname {}",
+                        labels::HOSTNAME,
+                        claim.hostname
+                    ),
+                }));
+            }
             let merged = claim.reqs.intersection(&state.requirements);
             if merged != claim.reqs {
                 new_reqs = Some(merged);

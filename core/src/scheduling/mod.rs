@@ -8,6 +8,7 @@
 mod checks;
 mod claims;
 mod decision;
+mod new_nodes;
 mod output;
 mod packing;
 mod pools;

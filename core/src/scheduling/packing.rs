@@ -60,11 +60,14 @@ impl Solver<'_> {
             return price;
         }
         let pod = &self.snap.pods[state.pod];
-        let price = if self.pools[p]
-            .input
-            .requirements
-            .compatible(&state.requirements)
-            .is_ok()
+        // A pool that may open no node has no fresh claim to compare with, as with resource
+        // limits that leave no type below.
+        let price = if !self.pools[p].node_limit_reached()
+            && self.pools[p]
+                .input
+                .requirements
+                .compatible(&state.requirements)
+                .is_ok()
         {
             let reqs = self.pools[p]
                 .input

@@ -34,11 +34,20 @@ pub(crate) struct PoolData<'a> {
     pub max_alloc: Resources,
     /// `limits - usage - what new claims have reserved`.
     pub remaining: Resources,
+    /// The pool's nodes in the snapshot (for `node_limit`).
+    pub existing_nodes: usize,
+    /// NodeClaims opened from this pool in this solve.
+    pub opened: usize,
     cache: HashMap<Requirements, Rc<Vec<u32>>>,
 }
 
 impl<'a> PoolData<'a> {
-    pub fn new(input: &'a NodePoolInput, daemon_sets: &[Pod]) -> PoolData<'a> {
+    /// `existing_nodes` is how many nodes of the snapshot belong to the pool.
+    pub fn new(
+        input: &'a NodePoolInput,
+        daemon_sets: &[Pod],
+        existing_nodes: usize,
+    ) -> PoolData<'a> {
         let mut type_keys: BTreeSet<String> = BTreeSet::new();
         for it in &input.instance_types {
             type_keys.extend(it.requirements.iter().map(|(k, _)| k.clone()));
@@ -52,6 +61,8 @@ impl<'a> PoolData<'a> {
             max_alloc: Resources::ZERO,
             type_keys,
             remaining: input.limits.saturating_sub(&input.usage),
+            existing_nodes,
+            opened: 0,
             cache: HashMap::new(),
         };
         let mut types: Vec<(f64, &InstanceType)> = input
@@ -82,6 +93,14 @@ impl<'a> PoolData<'a> {
             .filter(|ds| daemon_runs_on(ds, &input.taints, &input.requirements))
             .fold(Resources::ZERO, |acc, ds| acc + ds.requests);
         pool
+    }
+
+    /// True when `spec.limits.nodes` allows no further node: the existing ones and the claims
+    /// opened so far use it up (Karpenter's "node limits have been exhausted").
+    pub fn node_limit_reached(&self) -> bool {
+        self.input
+            .node_limit
+            .is_some_and(|limit| self.existing_nodes + self.opened >= limit)
     }
 
     /// True when `it` can satisfy `reqs`: on keys instance types define, a type that lacks the

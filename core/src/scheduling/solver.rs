@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use super::checks::Reject;
 use super::claims::{Claim, ClaimUpdate};
 use super::decision::Decision;
+use super::new_nodes::pool_nodes;
 pub use super::packing::Packing;
 use super::pools::PoolData;
 use super::preferences::PodState;
@@ -125,7 +126,7 @@ impl<'a> Solver<'a> {
         let mut pools: Vec<PoolData<'a>> = snap
             .node_pools
             .iter()
-            .map(|p| PoolData::new(p, &snap.daemon_sets))
+            .map(|p| PoolData::new(p, &snap.daemon_sets, pool_nodes(snap, &p.name)))
             .collect();
         pools.sort_by(|a, b| {
             b.input
@@ -430,6 +431,10 @@ impl<'a> Solver<'a> {
             return Ok(());
         }
         // Then a new claim from the first pool that can take it.
+        if let Some(reason) = self.hostname_block(state, &ctx) {
+            self.shapes.insert(shape, cache);
+            return Err(reason);
+        }
         if self.pools.is_empty() {
             self.shapes.insert(shape, cache);
             return Err("no NodePool is defined, and no existing node fits".to_string());
@@ -576,45 +581,13 @@ impl<'a> Solver<'a> {
         self.record_on_claim(ci, state);
         self.placed[state.pod] = true;
     }
-
-    fn open_claim(
-        &mut self,
-        p: usize,
-        state: &PodState,
-        req_id: u32,
-        ctx: &TopologyContext,
-    ) -> Result<(), String> {
-        let pool = &self.pools[p];
-        if let Some(t) = untolerated(&pool.input.taints, &state.tolerations) {
-            return Err(format!("did not tolerate taint {t}"));
-        }
-        pool.input
-            .requirements
-            .compatible(&state.requirements)
-            .map_err(|e| format!("incompatible requirements: {e}"))?;
-        let index = self.claims.len();
-        let hostname = format!("hostname-placeholder-{:04}", index + 1);
-        let host_domain = self
-            .hostname_table
-            .map(|t| self.topo.tables[t].intern(&hostname));
-        let claim = Claim::new(p, &self.pools[p], hostname, host_domain);
-        self.claims.push(claim);
-        match self.claim_accepts(index, state, req_id, ctx) {
-            Ok(update) => {
-                let cap = self.claims[index].max_capacity;
-                self.pools[p].remaining -= cap;
-                self.commit_claim(index, state, req_id, update);
-                Ok(())
-            }
-            Err(e) => {
-                self.claims.pop();
-                Err(e.describe(&self.topo, self.pools[p].daemon_overhead))
-            }
-        }
-    }
 }
 
-fn node_label<'n>(node: &'n crate::snapshot::ExistingNode, key: &str) -> Option<&'n str> {
+/// A node's label on `key`; its hostname defaults to its name.
+pub(crate) fn node_label<'n>(
+    node: &'n crate::snapshot::ExistingNode,
+    key: &str,
+) -> Option<&'n str> {
     match node.labels.get(key) {
         Some(v) => Some(v.as_str()),
         None if key == labels::HOSTNAME => Some(node.name.as_str()),

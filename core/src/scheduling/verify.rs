@@ -56,7 +56,9 @@
 //! * **Host ports**: no two pods on one node or claim bind conflicting host ports (same port
 //!   and protocol, and the same IP or a wildcard IP), where at least one of them is new.
 //! * **NodePool limits**: for each pool, Σ over its new claims of the slot-wise maximum
-//!   *capacity* over the claim's options ≤ `limits - usage` in every limited slot.
+//!   *capacity* over the claim's options ≤ `limits - usage` in every limited slot; with a
+//!   `node_limit`, the pool's nodes in the snapshot (labelled `karpenter.sh/nodepool=<name>`)
+//!   plus its new claims ≤ the limit (reported as resource `nodes`).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -1131,6 +1133,23 @@ impl<'a> Ctx<'a> {
                     .fold(Resources::ZERO, |m, it| m.slot_max(&it.capacity));
                 reserved += max;
             }
+            if let Some(limit) = pool.node_limit {
+                let existing = self
+                    .snap
+                    .nodes
+                    .iter()
+                    .filter(|n| n.labels.get(labels::NODE_POOL) == Some(&pool.name))
+                    .count();
+                let new = self.claim_pool.iter().filter(|c| **c == Some(p)).count();
+                if existing + new > limit {
+                    out.push(Violation::Limits {
+                        pool: pool.name.clone(),
+                        resource: crate::resources::NODES.to_string(),
+                        reserved: new as i64,
+                        available: limit.saturating_sub(existing) as i64,
+                    });
+                }
+            }
             for slot in 0..NUM_RESOURCES {
                 if pool.limits.0[slot] == i64::MAX {
                     continue;
@@ -1750,6 +1769,53 @@ mod tests {
                 available: 3000,
                 ..
             }
+        )));
+    }
+
+    #[test]
+    fn node_limit_counts_the_pools_existing_nodes() {
+        let mut snap = snapshot_with(
+            vec![pod("a", 100), pod("b", 100)],
+            benchmark_instance_types(4),
+        );
+        snap.node_pools[0].node_limit = Some(2);
+        let mut mine = existing_node("n1", 1000, "z");
+        mine.labels
+            .insert(labels::NODE_POOL.into(), "default".into());
+        snap.nodes = vec![mine, existing_node("other", 1000, "z")];
+        let mut d = Decision::default();
+        d.new_node_claims.push(claim(
+            &snap,
+            "h1",
+            Requirements::new(),
+            &["fake-it-0"],
+            &["a"],
+        ));
+        d.unschedulable.push(Unschedulable {
+            pod: PodKey {
+                namespace: "default".into(),
+                name: "b".into(),
+            },
+            reason: "node limit".into(),
+        });
+        // 1 existing (n1; "other" has no pool label) + 1 new = 2: fine.
+        assert_eq!(verify(&snap, &d), vec![]);
+        d.unschedulable.clear();
+        d.new_node_claims.push(claim(
+            &snap,
+            "h2",
+            Requirements::new(),
+            &["fake-it-0"],
+            &["b"],
+        ));
+        assert!(has(&verify(&snap, &d), |x| matches!(
+            x,
+            Violation::Limits {
+                resource,
+                reserved: 2,
+                available: 1,
+                ..
+            } if resource == "nodes"
         )));
     }
 }
