@@ -114,15 +114,53 @@ pub fn render(input: &UserDataInput) -> Result<String, UserDataError> {
     }
 }
 
-/// The labels the kubelet may set on itself, sorted. Karpenter drops labels in the
-/// `node-restriction.kubernetes.io` and `kops.k8s.io` domains (and their subdomains): the
-/// NodeRestriction admission plugin would refuse the node's registration with them.
+/// Labels in the `kubernetes.io` / `k8s.io` domains the kubelet accepts in `--node-labels`
+/// (its `IsKubeletLabel`): these keys, and the `kubelet.kubernetes.io` and
+/// `node.kubernetes.io` domains with their subdomains.
+const KUBELET_LABELS: &[&str] = &[
+    "kubernetes.io/hostname",
+    "topology.kubernetes.io/zone",
+    "topology.kubernetes.io/region",
+    "failure-domain.beta.kubernetes.io/zone",
+    "failure-domain.beta.kubernetes.io/region",
+    "beta.kubernetes.io/instance-type",
+    "node.kubernetes.io/instance-type",
+    "kubernetes.io/os",
+    "kubernetes.io/arch",
+    "beta.kubernetes.io/os",
+    "beta.kubernetes.io/arch",
+];
+
+fn in_domain(domain: &str, parent: &str) -> bool {
+    domain == parent || domain.ends_with(&format!(".{parent}"))
+}
+
+/// Whether the kubelet may set `key` on itself: outside the `kubernetes.io` and `k8s.io`
+/// domains anything goes; inside them only its own labels.
+fn kubelet_may_set(key: &str) -> bool {
+    let domain = key.split_once('/').map_or("", |(d, _)| d);
+    if !(in_domain(domain, "kubernetes.io") || in_domain(domain, "k8s.io")) {
+        return true;
+    }
+    KUBELET_LABELS.contains(&key)
+        || in_domain(domain, "kubelet.kubernetes.io")
+        || in_domain(domain, "node.kubernetes.io")
+}
+
+/// The labels the kubelet may set on itself, sorted. Left out, as Karpenter does: the
+/// `node-restriction.kubernetes.io` and `kops.k8s.io` domains (the NodeRestriction admission
+/// plugin would refuse the registration), and any other `kubernetes.io` / `k8s.io` label the
+/// kubelet does not own (it refuses to start with one in `--node-labels`; NodePool templates
+/// may carry such labels since Karpenter v1.10, and the controller puts them on the Node at
+/// registration instead).
 pub fn kubelet_labels(labels: &BTreeMap<String, String>) -> Vec<(&str, &str)> {
     labels
         .iter()
         .filter(|(k, _)| {
             let domain = k.split_once('/').map_or("", |(d, _)| d);
-            !(domain.ends_with("node-restriction.kubernetes.io") || domain.ends_with("kops.k8s.io"))
+            !(in_domain(domain, "node-restriction.kubernetes.io")
+                || in_domain(domain, "kops.k8s.io"))
+                && kubelet_may_set(k)
         })
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect()

@@ -224,12 +224,27 @@ fn restricted_label_domains_are_dropped() {
         ("kops.k8s.io/instancegroup".into(), "c".into()),
         ("node.kubernetes.io/instance-type".into(), "m5.large".into()),
         ("team".into(), "d".into()),
+        // Allowed in NodePool templates since Karpenter v1.10, refused by the kubelet's
+        // --node-labels: set on the Node at registration instead.
+        ("node-role.kubernetes.io/worker".into(), "".into()),
+        ("example.k8s.io/tier".into(), "gold".into()),
+        // The kubelet's own labels and domains stay.
+        ("kubernetes.io/arch".into(), "amd64".into()),
+        ("topology.kubernetes.io/zone".into(), "us-east-1a".into()),
+        ("team.node.kubernetes.io/pool".into(), "x".into()),
+        ("kubelet.kubernetes.io/role".into(), "y".into()),
+        ("example.com/kubernetes.io-lookalike".into(), "z".into()),
     ]);
     assert_eq!(
         kubelet_labels(&labels),
         vec![
+            ("example.com/kubernetes.io-lookalike", "z"),
+            ("kubelet.kubernetes.io/role", "y"),
+            ("kubernetes.io/arch", "amd64"),
             ("node.kubernetes.io/instance-type", "m5.large"),
-            ("team", "d")
+            ("team", "d"),
+            ("team.node.kubernetes.io/pool", "x"),
+            ("topology.kubernetes.io/zone", "us-east-1a"),
         ]
     );
 }
