@@ -8,8 +8,12 @@
 //! 2. each NodePool's instance types are the catalog's, shaped by the EC2NodeClass its
 //!    `nodeClassRef` names (see [`nodeclasses`]): v1 as is, v1beta1 converted to v1 with the
 //!    pool's v1beta1 kubelet (so `maxPods` applies);
-//! 3. [`build_snapshot`] assembles the scheduler input, [`solve`] decides.
+//! 3. [`build_snapshot`] assembles the scheduler input, [`solve`] decides;
+//! 4. when the manifests hold Nodes of a NodePool, [`disruption`] plans what Karpenter's
+//!    disruption would do to them at `--now`, and why each other node is kept.
 
+pub mod disruption;
+pub mod from_cluster;
 mod json;
 mod nodeclasses;
 #[cfg(test)]
@@ -24,10 +28,16 @@ use karpenter_core::scheduling::{Decision, Packing, SolveOptions, report, solve}
 use karpenter_core::snapshot::Snapshot;
 use karpenter_providers::aws::catalog::{Catalog, CatalogError};
 
+pub use disruption::{DisruptionPlan, DisruptionSettings};
 pub use nodeclasses::PoolInfo;
+
+use crate::runtime::settings::FeatureGates;
 
 /// Exit code for invalid input (unreadable files, bad manifests, a missing node class).
 pub const EXIT_INVALID_INPUT: u8 = 2;
+
+/// Exit code when `--from-cluster` cannot read the cluster.
+pub const EXIT_CLUSTER_UNREADABLE: u8 = 3;
 
 /// How the embedded catalog is named in the header.
 pub const EMBEDDED_CATALOG: &str = "embedded (providers/data/aws-catalog-us-east-1.json)";
@@ -36,9 +46,26 @@ pub const EMBEDDED_CATALOG: &str = "embedded (providers/data/aws-catalog-us-east
 #[derive(clap::Args, Debug)]
 pub struct SimulateArgs {
     /// A manifest file, or a directory whose *.yaml and *.yml files are read in name order.
-    /// Repeat to read several.
-    #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
+    /// Repeat to read several. With `--from-cluster`, added to what the cluster holds (e.g. a
+    /// Deployment about to be applied).
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "FILE",
+        required_unless_present = "from_cluster"
+    )]
     pub files: Vec<PathBuf>,
+    /// Read the live cluster (read-only: nodes, pods, DaemonSets, PDBs, NodePools,
+    /// EC2NodeClasses, NodeClaims) instead of, or besides, manifest files.
+    #[arg(long)]
+    pub from_cluster: bool,
+    /// The kubeconfig context to read (default: the current one).
+    #[arg(long, value_name = "NAME", requires = "from_cluster")]
+    pub context: Option<String>,
+    /// The kubeconfig file (default: `$KUBECONFIG`, then `~/.kube/config`, then the pod's
+    /// service account).
+    #[arg(long, value_name = "FILE", requires = "from_cluster")]
+    pub kubeconfig: Option<PathBuf>,
     /// An instance-type catalog (JSON, the shape of the embedded one) instead of the embedded
     /// us-east-1 catalog.
     #[arg(long, value_name = "FILE")]
@@ -54,6 +81,18 @@ pub struct SimulateArgs {
     /// than a new node would cost; greedy) or `cheapest` (both, keep the cheaper plan).
     #[arg(long, value_enum, default_value_t = PackingArg::Karpenter)]
     pub packing: PackingArg,
+    /// The time the disruption plan is made for (RFC 3339, e.g. 2026-12-07T12:00:00Z);
+    /// default: now. Decides expiry, `consolidateAfter` and budget schedules.
+    #[arg(long, value_name = "RFC3339")]
+    pub now: Option<String>,
+    /// Feature gates as the controller's flag (`SpotToSpotConsolidation=true`, …).
+    #[arg(long, default_value_t = FeatureGates::default())]
+    pub feature_gates: FeatureGates,
+    /// Least saving, in USD per hour, a consolidation must bring (0: any saving, as
+    /// Karpenter). A NodePool's `karpenter-rs.io/min-consolidation-savings` annotation
+    /// overrides it.
+    #[arg(long, value_name = "USD_PER_HOUR", default_value_t = 0.0)]
+    pub min_consolidation_savings: f64,
 }
 
 /// `--packing` values.
@@ -116,6 +155,9 @@ pub enum SimulateError {
     /// The manifests are invalid; one line per problem, each naming object and field.
     #[error("{}", .0.join("\n"))]
     Invalid(Vec<String>),
+    /// The cluster could not be read (`--from-cluster`).
+    #[error("cannot read the cluster: {0}")]
+    Cluster(String),
 }
 
 impl SimulateError {
@@ -143,6 +185,8 @@ pub struct Plan {
     pub catalog_types: usize,
     /// Objects read but not used (Services, ConfigMaps, …), as `Kind/name`.
     pub skipped: Vec<String>,
+    /// What disruption would do to the manifests' managed nodes, if there are any.
+    pub disruption: Option<DisruptionPlan>,
 }
 
 /// Reads the files and directories named on the command line, in order.
@@ -189,6 +233,7 @@ pub fn plan(
     catalog: &Catalog,
     catalog_source: &str,
     options: &SolveOptions,
+    disruption_settings: &DisruptionSettings,
 ) -> Result<Plan, SimulateError> {
     let mut manifests: Vec<Manifest> = Vec::new();
     for s in sources {
@@ -216,6 +261,13 @@ pub fn plan(
         return Err(SimulateError::Invalid(problems));
     }
 
+    let disruption = disruption::plan(
+        &manifests,
+        &build.snapshot,
+        &build.node_pools,
+        disruption_settings,
+    )
+    .map_err(SimulateError::Invalid)?;
     let snapshot = build.snapshot;
     let decision = solve(&snapshot, options);
     let skipped = manifests
@@ -243,6 +295,7 @@ pub fn plan(
         catalog_source: catalog_source.to_string(),
         catalog_types: catalog.instance_types.len(),
         skipped,
+        disruption,
     })
 }
 
@@ -279,13 +332,19 @@ pub fn header(plan: &Plan) -> String {
     out
 }
 
-/// The whole text output: header, blank line, the scheduler's report.
+/// The whole text output: header, blank line, the scheduler's report, and the disruption
+/// plan when there are managed nodes.
 pub fn render_text(plan: &Plan, max_pods_listed: usize) -> String {
-    format!(
+    let mut out = format!(
         "{}\n{}",
         header(plan),
         report::render_text(&plan.snapshot, &plan.decision, max_pods_listed)
-    )
+    );
+    if let Some(d) = &plan.disruption {
+        out.push('\n');
+        out.push_str(&disruption::render_text(d));
+    }
+    out
 }
 
 /// The JSON output.
@@ -303,14 +362,62 @@ fn load_catalog(args: &SimulateArgs) -> Result<(Catalog, String), SimulateError>
     })
 }
 
+/// The disruption settings from the command line.
+pub fn disruption_settings(args: &SimulateArgs) -> Result<DisruptionSettings, SimulateError> {
+    let now = match &args.now {
+        Some(s) => s.parse().map_err(|e| {
+            SimulateError::Invalid(vec![format!(
+                "--now {s:?}: not an RFC 3339 time (e.g. 2026-12-07T12:00:00Z): {e}"
+            )])
+        })?,
+        None => k8s_openapi::jiff::Timestamp::now(),
+    };
+    if !(args.min_consolidation_savings.is_finite() && args.min_consolidation_savings >= 0.0) {
+        return Err(SimulateError::Invalid(vec![format!(
+            "--min-consolidation-savings {}: must be a non-negative amount",
+            args.min_consolidation_savings
+        )]));
+    }
+    Ok(DisruptionSettings {
+        now,
+        spot_to_spot: args.feature_gates.spot_to_spot_consolidation,
+        min_savings_per_hour: args.min_consolidation_savings,
+    })
+}
+
+/// The cluster's objects (with `--from-cluster`), then the files'.
+fn gather_sources(args: &SimulateArgs) -> Result<Vec<Source>, SimulateError> {
+    let mut sources = Vec::new();
+    if args.from_cluster {
+        let access = from_cluster::ClusterAccess {
+            kubeconfig: args.kubeconfig.as_deref(),
+            context: args.context.as_deref(),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| SimulateError::Cluster(format!("async runtime: {e}")))?;
+        let read = runtime.block_on(async {
+            let (client, server) = from_cluster::connect(&access).await?;
+            from_cluster::read(&client, &server).await
+        })?;
+        sources.extend(read.sources);
+    }
+    if !args.files.is_empty() {
+        sources.extend(read_sources(&args.files)?);
+    }
+    Ok(sources)
+}
+
 fn run(args: &SimulateArgs) -> Result<String, SimulateError> {
-    let sources = read_sources(&args.files)?;
+    let sources = gather_sources(args)?;
     let (catalog, origin) = load_catalog(args)?;
     let options = SolveOptions {
         packing: args.packing.into(),
         ..SolveOptions::default()
     };
-    let plan = plan(&sources, &catalog, &origin, &options)?;
+    let settings = disruption_settings(args)?;
+    let plan = plan(&sources, &catalog, &origin, &options, &settings)?;
     Ok(match args.output {
         OutputFormat::Text => render_text(&plan, args.max_pods_listed),
         OutputFormat::Json => render_json(&plan),
@@ -318,7 +425,8 @@ fn run(args: &SimulateArgs) -> Result<String, SimulateError> {
 }
 
 /// Runs `karpenter simulate`: prints the plan and exits 0 (also when some pods are
-/// unschedulable: that is a valid plan), or prints `error: …` lines and exits 2.
+/// unschedulable: that is a valid plan), or prints `error: …` lines and exits 2 (invalid
+/// input) or 3 (`--from-cluster` could not read the cluster).
 pub fn main(args: &SimulateArgs) -> ExitCode {
     match run(args) {
         Ok(out) => {
@@ -329,7 +437,10 @@ pub fn main(args: &SimulateArgs) -> ExitCode {
             for line in e.lines() {
                 eprintln!("error: {line}");
             }
-            ExitCode::from(EXIT_INVALID_INPUT)
+            ExitCode::from(match e {
+                SimulateError::Cluster(_) => EXIT_CLUSTER_UNREADABLE,
+                _ => EXIT_INVALID_INPUT,
+            })
         }
     }
 }

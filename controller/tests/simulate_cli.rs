@@ -277,3 +277,171 @@ fn packing_rules_are_a_flag_and_cheapest_keeps_the_cheaper_plan() {
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("--packing"), "{}", stderr(&bad));
 }
+
+fn running() -> PathBuf {
+    root().join("examples").join("running")
+}
+
+/// A Monday noon, inside the pool's weekday 09:00–17:00 no-drift window.
+const RUNNING_NOW: &str = "2026-12-07T12:00:00Z";
+
+fn running_json(now: &str) -> serde_json::Value {
+    let dir = running();
+    let out = simulate(&["-f", dir.to_str().unwrap(), "--now", now, "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    serde_json::from_str(&stdout(&out)).expect("--output json is JSON")
+}
+
+fn node_names(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn running_example_plans_disruption_and_says_why_each_other_node_stays() {
+    let json = running_json(RUNNING_NOW);
+    let d = &json["disruption"];
+    assert_eq!(d["now"], RUNNING_NOW);
+    let commands = d["commands"].as_array().unwrap();
+    let kept = d["kept"].as_array().unwrap();
+
+    // Every managed node appears exactly once, in a command or kept.
+    let mut seen: Vec<String> = commands
+        .iter()
+        .flat_map(|c| node_names(&c["candidates"]))
+        .chain(kept.iter().map(|k| k["node"].as_str().unwrap().to_owned()))
+        .collect();
+    seen.sort();
+    let mut expected: Vec<String> = (0..7)
+        .map(|i| {
+            let n = ["1-10", "1-11", "2-12", "2-13", "3-14", "3-15", "1-16"][i];
+            format!("ip-10-0-{n}.ec2.internal")
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+
+    // The 32-day-old node expires first, whatever the budgets say.
+    assert_eq!(commands[0]["method"], "expiration");
+    assert_eq!(
+        node_names(&commands[0]["candidates"]),
+        ["ip-10-0-3-15.ec2.internal"]
+    );
+    assert!(commands[0]["reason"].is_null());
+    // The node running only a DaemonSet pod is empty.
+    let empty = commands
+        .iter()
+        .find(|c| c["method"] == "emptiness")
+        .expect("an emptiness command");
+    assert_eq!(
+        node_names(&empty["candidates"]),
+        ["ip-10-0-1-10.ec2.internal"]
+    );
+    assert_eq!(empty["decision"], "delete");
+    assert!(empty["savings_per_hour"].as_f64().unwrap() > 0.0);
+
+    let reasons_of = |node: &str| -> Vec<String> {
+        let k = kept
+            .iter()
+            .find(|k| k["node"] == node)
+            .unwrap_or_else(|| panic!("{node} kept: {json}"));
+        k["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["kind"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // The batch job's do-not-disrupt pod and redis's PDB each hold their node.
+    assert_eq!(
+        reasons_of("ip-10-0-2-13.ec2.internal")[0],
+        "pod_do_not_disrupt"
+    );
+    assert_eq!(reasons_of("ip-10-0-3-14.ec2.internal")[0], "pdb_blocks");
+    // No drift replacement inside the weekday window (the drifted node may still be
+    // consolidated: that is the Underutilized budget's call), and 30% of 7 nodes, rounded up,
+    // is 3 disrupting at once.
+    assert!(commands.iter().all(|c| c["method"] != "drift"), "{json}");
+    assert_eq!(commands.len(), 3, "{json}");
+    assert_eq!(
+        reasons_of("ip-10-0-2-12.ec2.internal"),
+        ["budget_exhausted"],
+        "{json}"
+    );
+}
+
+#[test]
+fn running_example_after_hours_replaces_the_drifted_node() {
+    // 18:00 UTC: the Drifted budget's 09:00 + 8h window has closed.
+    let json = running_json("2026-12-07T18:00:00Z");
+    let drift = json["disruption"]["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["method"] == "drift")
+        .unwrap_or_else(|| panic!("a drift command: {json}"));
+    assert_eq!(
+        node_names(&drift["candidates"]),
+        ["ip-10-0-1-16.ec2.internal"]
+    );
+    assert_eq!(drift["reason"], "Drifted");
+}
+
+#[test]
+fn running_example_text_ends_with_the_disruption_section() {
+    let dir = running();
+    let out = simulate(&["-f", dir.to_str().unwrap(), "--now", RUNNING_NOW]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let at = text
+        .find("Disruption at 2026-12-07T12:00:00Z")
+        .unwrap_or_else(|| panic!("{text}"));
+    let section = &text[at..];
+    assert!(section.contains("1. expiration"), "{section}");
+    assert!(section.contains("kept:"), "{section}");
+    assert!(
+        section.contains("PodDisruptionBudget shop/redis"),
+        "{section}"
+    );
+}
+
+#[test]
+fn a_bad_now_exits_2_naming_the_flag() {
+    let dir = running();
+    let out = simulate(&["-f", dir.to_str().unwrap(), "--now", "noon"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("error: --now \"noon\": not an RFC 3339 time"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn an_unreachable_cluster_exits_3() {
+    let dir = scratch("unreachable");
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\ncurrent-context: gone\n\
+         clusters: [{name: gone, cluster: {server: \"https://127.0.0.1:1\"}}]\n\
+         users: [{name: u, user: {token: t}}]\n\
+         contexts: [{name: gone, context: {cluster: gone, user: u}}]\n",
+    )
+    .unwrap();
+    let out = simulate(&[
+        "--from-cluster",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("error: cannot read the cluster: listing Nodes"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

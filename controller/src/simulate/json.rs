@@ -24,6 +24,10 @@ pub struct Report {
     pub relaxed: BTreeMap<String, Vec<String>>,
     /// Sums.
     pub totals: Totals,
+    /// What disruption would do to the managed nodes in the manifests; absent when there are
+    /// none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disruption: Option<super::disruption::Report>,
 }
 
 /// The input summary (the text header).
@@ -271,6 +275,7 @@ impl Report {
                 cpu_utilization: percent(used.0[CPU], alloc.0[CPU]),
                 memory_utilization: percent(used.0[MEMORY], alloc.0[MEMORY]),
             },
+            disruption: plan.disruption.as_ref().map(super::disruption::Report::of),
         }
     }
 }

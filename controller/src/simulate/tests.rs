@@ -63,7 +63,19 @@ fn plan_of(texts: &[(&str, &str)]) -> Result<Plan, SimulateError> {
         embedded(),
         EMBEDDED_CATALOG,
         &karpenter_core::scheduling::SolveOptions::default(),
+        &settings_at(NOW),
     )
+}
+
+/// The fixed clock of these tests.
+const NOW: &str = "2026-12-07T12:00:00Z";
+
+fn settings_at(now: &str) -> DisruptionSettings {
+    DisruptionSettings {
+        now: now.parse().unwrap(),
+        spot_to_spot: false,
+        min_savings_per_hour: 0.0,
+    }
 }
 
 #[test]
@@ -278,4 +290,93 @@ fn directories_are_read_in_name_order() {
             .starts_with("cannot read /nonexistent/karpenter.yaml")
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `SimulateArgs` parsed as the command line would.
+fn args_of(argv: &[&str]) -> Result<SimulateArgs, clap::Error> {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: SimulateArgs,
+    }
+    use clap::Parser;
+    Cli::try_parse_from(std::iter::once("simulate").chain(argv.iter().copied())).map(|c| c.args)
+}
+
+#[test]
+fn manifests_without_managed_nodes_have_no_disruption_plan() {
+    let plan = plan_of(&[
+        ("class.yaml", CLASS_V1BETA1),
+        ("pool.yaml", POOL_V1BETA1),
+        ("pods.yaml", PODS_TEXT),
+    ])
+    .unwrap();
+    assert!(plan.disruption.is_none());
+    assert!(!render_text(&plan, 8).contains("Disruption at"));
+    let json: serde_json::Value = serde_json::from_str(&render_json(&plan)).unwrap();
+    assert!(json.get("disruption").is_none(), "{json}");
+}
+
+#[test]
+fn now_and_feature_gates_and_min_savings_reach_the_disruption_settings() {
+    let args = args_of(&[
+        "-f",
+        "x.yaml",
+        "--now",
+        "2026-12-07T09:30:00+01:00",
+        "--feature-gates",
+        "SpotToSpotConsolidation=true",
+        "--min-consolidation-savings",
+        "0.05",
+    ])
+    .unwrap();
+    let settings = disruption_settings(&args).unwrap();
+    assert_eq!(
+        settings.now,
+        "2026-12-07T08:30:00Z"
+            .parse::<k8s_openapi::jiff::Timestamp>()
+            .unwrap()
+    );
+    assert!(settings.spot_to_spot);
+    assert_eq!(settings.min_savings_per_hour, 0.05);
+
+    let defaults = disruption_settings(&args_of(&["-f", "x.yaml"]).unwrap()).unwrap();
+    assert!(
+        !defaults.spot_to_spot,
+        "SpotToSpotConsolidation is off by default"
+    );
+    assert_eq!(defaults.min_savings_per_hour, 0.0);
+}
+
+#[test]
+fn a_bad_now_or_negative_min_savings_is_invalid_input_naming_the_flag() {
+    let err =
+        disruption_settings(&args_of(&["-f", "x.yaml", "--now", "tomorrow"]).unwrap()).unwrap_err();
+    let lines = err.lines();
+    assert!(
+        lines[0].starts_with("--now \"tomorrow\": not an RFC 3339 time"),
+        "{lines:?}"
+    );
+
+    let err =
+        disruption_settings(&args_of(&["-f", "x.yaml", "--min-consolidation-savings=-1"]).unwrap())
+            .unwrap_err();
+    assert!(
+        err.lines()[0].starts_with("--min-consolidation-savings -1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn files_are_optional_only_when_reading_the_cluster() {
+    assert!(args_of(&[]).is_err(), "no input at all");
+    let args = args_of(&["--from-cluster", "--context", "prod"]).unwrap();
+    assert!(args.from_cluster && args.files.is_empty());
+    assert_eq!(args.context.as_deref(), Some("prod"));
+    assert!(
+        args_of(&["-f", "x.yaml", "--context", "prod"]).is_err(),
+        "--context needs --from-cluster"
+    );
+    let both = args_of(&["--from-cluster", "-f", "new-deployment.yaml"]).unwrap();
+    assert_eq!(both.files.len(), 1);
 }

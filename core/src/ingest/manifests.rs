@@ -195,6 +195,13 @@ where
         ("policy/v1", "PodDisruptionBudget") => {
             Manifest::PodDisruptionBudget(Box::new(Deserialize::deserialize(de)?))
         }
+        // v1beta1 (Kubernetes < 1.21) has the fields read here in the v1 shape: it reads as v1.
+        ("policy/v1beta1", "PodDisruptionBudget") => {
+            let mut value = serde_yaml::Value::deserialize(de)?;
+            value["apiVersion"] = "policy/v1".into();
+            let pdb = PodDisruptionBudget::deserialize(value).map_err(serde::de::Error::custom)?;
+            Manifest::PodDisruptionBudget(Box::new(pdb))
+        }
         _ => Manifest::Other {
             api_version: h.api_version.clone(),
             kind: h.kind.clone(),
@@ -206,6 +213,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     const MIXED: &str = r#"
 ---
@@ -247,6 +255,20 @@ spec:
   template:
     spec: {containers: [{name: a}], restartPolicy: Never}
 "#;
+
+    #[test]
+    fn a_v1beta1_disruption_budget_reads_as_v1() {
+        let text = "apiVersion: policy/v1beta1\nkind: PodDisruptionBudget\n\
+                    metadata: {name: db, namespace: shop}\n\
+                    spec: {minAvailable: 2, selector: {matchLabels: {app: db}}}\n";
+        let ms = parse_manifests(text, "pdb.yaml").unwrap();
+        let [Manifest::PodDisruptionBudget(pdb)] = ms.as_slice() else {
+            panic!("{ms:?}");
+        };
+        assert_eq!(pdb.metadata.name.as_deref(), Some("db"));
+        let spec = pdb.spec.as_ref().unwrap();
+        assert_eq!(spec.min_available, Some(IntOrString::Int(2)));
+    }
 
     #[test]
     fn reads_kinds_lists_and_skips_empty_documents() {
