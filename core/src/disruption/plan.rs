@@ -118,7 +118,7 @@ impl<'a> Planner<'a> {
                     .input
                     .nodes
                     .get(c.name())
-                    .is_some_and(|f| f.initialized)
+                    .is_some_and(|f| f.initialized && !f.instance_terminating)
             {
                 continue;
             }
