@@ -312,10 +312,8 @@ pub fn node_facts(inp: &NodeInputs<'_>) -> NodeFacts {
         .claim
         .and_then(|c| c.metadata.name.clone())
         .unwrap_or_else(|| node.metadata.name.clone().unwrap_or_default());
-    let do_not_disrupt = annotation(&node.metadata, labels::DO_NOT_DISRUPT) == Some("true")
-        || inp
-            .claim
-            .is_some_and(|c| annotation(&c.metadata, labels::DO_NOT_DISRUPT) == Some("true"));
+    // Karpenter reads a registered node's annotations from the Node, not its NodeClaim.
+    let do_not_disrupt = annotation(&node.metadata, labels::DO_NOT_DISRUPT) == Some("true");
     NodeFacts {
         claim: Some(ClaimFacts {
             name: claim_name,
