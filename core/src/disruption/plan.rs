@@ -268,13 +268,18 @@ impl<'a> Planner<'a> {
             }
             let sim = self.simulate(cands, &[*c]);
             if let Some((pod, why)) = sim.failures.first() {
-                self.note(
-                    c,
-                    KeptReason::PodWouldNotSchedule {
+                // Named as consolidation names it (consolidation::decide).
+                let reason = match why.strip_prefix("would schedule against uninitialized node ") {
+                    Some(node) => KeptReason::UninitializedDestination {
+                        pod: pod.clone(),
+                        node: node.to_owned(),
+                    },
+                    None => KeptReason::PodWouldNotSchedule {
                         pod: pod.clone(),
                         why: why.clone(),
                     },
-                );
+                };
+                self.note(c, reason);
                 continue;
             }
             let replacements = sim
