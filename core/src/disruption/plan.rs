@@ -613,7 +613,15 @@ impl<'a> Planner<'a> {
                 .any(|r| matches!(r, KeptReason::Deleting | KeptReason::NotInitialized));
             if !lifecycle {
                 reasons.extend(c.pod_blockers.iter().cloned());
-                for r in self.found.get(&c.index).into_iter().flatten() {
+                // A nominated node was skipped by the last pass: say what would keep it anyway.
+                let standing = (!nominated.is_empty()).then(|| c.consolidation_blockers());
+                for r in self
+                    .found
+                    .get(&c.index)
+                    .into_iter()
+                    .flatten()
+                    .chain(standing.iter().flatten())
+                {
                     if !reasons.contains(r) {
                         reasons.push(r.clone());
                     }
