@@ -184,6 +184,7 @@ fn cluster(seed: u64) -> DisruptionInput {
                 initialized,
                 ready: chance(&mut rng, 95),
                 deleting: chance(&mut rng, 5),
+                instance_terminating: false,
                 nominated_until: None,
                 do_not_disrupt: chance(&mut rng, 5),
             },
@@ -270,7 +271,7 @@ fn check(input: &DisruptionInput) -> Result<(), TestCaseError> {
     let counted: Vec<&str> = input
         .nodes
         .iter()
-        .filter(|(_, f)| f.initialized)
+        .filter(|(_, f)| f.initialized && !f.instance_terminating)
         .map(|(n, _)| n.as_str())
         .collect();
     let total = counted.len() as u32;

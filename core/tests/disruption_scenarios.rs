@@ -5,7 +5,8 @@
 //!
 //! A file's leading comment says what it tests and what the right plan is; every snapshot was
 //! reviewed against it. `# now: <RFC 3339>` in a file fixes the plan's clock (default
-//! 2026-12-07T12:00:00Z); `# spot-to-spot: true` turns the feature gate on.
+//! 2026-12-07T12:00:00Z); `# spot-to-spot: true` turns the feature gate on; `# catalog: extended`
+//! adds `common::EXTRA_TYPES` to the instance types (26 instead of 14).
 //!
 //! Besides the snapshot, every plan is checked for what must hold whatever the scenario: each
 //! managed node appears exactly once, in a command or kept with a reason; every pod of a
@@ -46,7 +47,12 @@ fn input_of(path: &Path) -> DisruptionInput {
         spot_to_spot: directive(&text, "spot-to-spot:") == Some("true"),
         ..DisruptionOptions::default()
     };
-    let (manifests, build) = common::load_all(path);
+    let catalog = match directive(&text, "catalog:") {
+        None | Some("default") => common::ec2_instance_types,
+        Some("extended") => common::ec2_instance_types_extended,
+        Some(other) => panic!("{}: unknown catalog {other:?}", path.display()),
+    };
+    let (manifests, build) = common::load_all_with(path, catalog);
     disruption_input(
         &manifests,
         &build.snapshot,

@@ -46,6 +46,9 @@ pub struct NodeFacts {
     /// Being deleted: a deletion timestamp on the Node or NodeClaim, `InstanceTerminating`,
     /// or a command in flight.
     pub deleting: bool,
+    /// The NodeClaim is `InstanceTerminating=True` (drained, instance being terminated):
+    /// budgets leave it out of the pool's total and its disrupting nodes alike (§5.3).
+    pub instance_terminating: bool,
     /// Until when a recent simulation planned pods onto it (not a candidate before then).
     pub nominated_until: Option<Timestamp>,
     /// `karpenter.sh/do-not-disrupt: "true"` on the Node (the NodeClaim before registration).

@@ -118,7 +118,7 @@ impl<'a> Planner<'a> {
                     .input
                     .nodes
                     .get(c.name())
-                    .is_some_and(|f| f.initialized)
+                    .is_some_and(|f| f.initialized && !f.instance_terminating)
             {
                 continue;
             }
@@ -268,13 +268,18 @@ impl<'a> Planner<'a> {
             }
             let sim = self.simulate(cands, &[*c]);
             if let Some((pod, why)) = sim.failures.first() {
-                self.note(
-                    c,
-                    KeptReason::PodWouldNotSchedule {
+                // Named as consolidation names it (consolidation::decide).
+                let reason = match why.strip_prefix("would schedule against uninitialized node ") {
+                    Some(node) => KeptReason::UninitializedDestination {
+                        pod: pod.clone(),
+                        node: node.to_owned(),
+                    },
+                    None => KeptReason::PodWouldNotSchedule {
                         pod: pod.clone(),
                         why: why.clone(),
                     },
-                );
+                };
+                self.note(c, reason);
                 continue;
             }
             let replacements = sim
@@ -608,7 +613,15 @@ impl<'a> Planner<'a> {
                 .any(|r| matches!(r, KeptReason::Deleting | KeptReason::NotInitialized));
             if !lifecycle {
                 reasons.extend(c.pod_blockers.iter().cloned());
-                for r in self.found.get(&c.index).into_iter().flatten() {
+                // A nominated node was skipped by the last pass: say what would keep it anyway.
+                let standing = (!nominated.is_empty()).then(|| c.consolidation_blockers());
+                for r in self
+                    .found
+                    .get(&c.index)
+                    .into_iter()
+                    .flatten()
+                    .chain(standing.iter().flatten())
+                {
                     if !reasons.contains(r) {
                         reasons.push(r.clone());
                     }

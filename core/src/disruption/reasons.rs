@@ -193,9 +193,11 @@ impl fmt::Display for KeptReason {
                 error,
             } => {
                 if let Some(e) = error {
+                    // Named per reason: a node consolidation and drift both look at would
+                    // otherwise list the same sentence twice.
                     return write!(
                         f,
-                        "NodePool {pool} has an invalid disruption budget, which allows nothing: {e}"
+                        "NodePool {pool}'s budget for {reason:?} allows nothing because a budget is invalid (Karpenter fails closed): {e}"
                     );
                 }
                 write!(

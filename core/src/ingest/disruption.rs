@@ -261,6 +261,7 @@ pub fn node_facts(inp: &NodeInputs<'_>) -> NodeFacts {
             initialized: true,
             ready,
             deleting: node.metadata.deletion_timestamp.is_some(),
+            instance_terminating: false,
             nominated_until: None,
             do_not_disrupt: annotation(&node.metadata, labels::DO_NOT_DISRUPT) == Some("true"),
         };
@@ -299,18 +300,20 @@ pub fn node_facts(inp: &NodeInputs<'_>) -> NodeFacts {
         (None, None) => (None, None),
     };
     let drifted = drift(inp, node_labels);
-    let claim_deleting = inp.claim.is_some_and(|c| {
-        c.metadata.deletion_timestamp.is_some()
-            || condition(c, "InstanceTerminating").is_some_and(|c| c.status == "True")
-    });
+    let instance_terminating = inp
+        .claim
+        .and_then(|c| condition(c, "InstanceTerminating"))
+        .is_some_and(|c| c.status == "True");
+    let claim_deleting = inp
+        .claim
+        .is_some_and(|c| c.metadata.deletion_timestamp.is_some())
+        || instance_terminating;
     let claim_name = inp
         .claim
         .and_then(|c| c.metadata.name.clone())
         .unwrap_or_else(|| node.metadata.name.clone().unwrap_or_default());
-    let do_not_disrupt = annotation(&node.metadata, labels::DO_NOT_DISRUPT) == Some("true")
-        || inp
-            .claim
-            .is_some_and(|c| annotation(&c.metadata, labels::DO_NOT_DISRUPT) == Some("true"));
+    // Karpenter reads a registered node's annotations from the Node, not its NodeClaim.
+    let do_not_disrupt = annotation(&node.metadata, labels::DO_NOT_DISRUPT) == Some("true");
     NodeFacts {
         claim: Some(ClaimFacts {
             name: claim_name,
@@ -332,6 +335,7 @@ pub fn node_facts(inp: &NodeInputs<'_>) -> NodeFacts {
         initialized,
         ready,
         deleting: node.metadata.deletion_timestamp.is_some() || claim_deleting,
+        instance_terminating,
         nominated_until: None,
         do_not_disrupt,
     }

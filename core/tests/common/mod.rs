@@ -160,11 +160,132 @@ pub const TYPES: &[Ec2] = &[
     },
 ];
 
+/// More amd64 types at their us-east-1 on-demand prices, for scenarios that need a wider
+/// catalog than [`TYPES`] (spot-to-spot's 15 cheaper types): [`ec2_instance_types_extended`].
+pub const EXTRA_TYPES: &[Ec2] = &[
+    Ec2 {
+        name: "t3a.medium",
+        arch: "amd64",
+        vcpu: 2,
+        mem_gib: 4,
+        max_pods: 17,
+        price: 0.0376,
+        gpus: 0,
+    },
+    Ec2 {
+        name: "t3a.large",
+        arch: "amd64",
+        vcpu: 2,
+        mem_gib: 8,
+        max_pods: 35,
+        price: 0.0752,
+        gpus: 0,
+    },
+    Ec2 {
+        name: "t3a.xlarge",
+        arch: "amd64",
+        vcpu: 4,
+        mem_gib: 16,
+        max_pods: 58,
+        price: 0.1504,
+        gpus: 0,
+    },
+    Ec2 {
+        name: "t3.xlarge",
+        arch: "amd64",
+        vcpu: 4,
+        mem_gib: 16,
+        max_pods: 58,
+        price: 0.1664,
+        gpus: 0,
+    },
+    Ec2 {
+        name: "c5a.large",
+        arch: "amd64",
+        vcpu: 2,
+        mem_gib: 4,
+        max_pods: 29,
+        price: 0.077,
+        gpus: 0,
+    },
+    Ec2 {
+        name: "c5a.xlarge",
+        arch: "amd64",
+        vcpu: 4,
+        mem_gib: 8,
+        max_pods: 58,
+        price: 0.154,
+        gpus: 0,
+    },
+    Ec2 {
+        name: "c6i.large",
+        arch: "amd64",
+        vcpu: 2,
+        mem_gib: 4,
+        max_pods: 29,
+        price: 0.085,
+        gpus: 0,
+    },
+    Ec2 {
+        name: "c6i.xlarge",
+        arch: "amd64",
+        vcpu: 4,
+        mem_gib: 8,
+        max_pods: 58,
+        price: 0.17,
+        gpus: 0,
+    },
+    Ec2 {
+        name: "m5a.large",
+        arch: "amd64",
+        vcpu: 2,
+        mem_gib: 8,
+        max_pods: 29,
+        price: 0.086,
+        gpus: 0,
+    },
+    Ec2 {
+        name: "m5a.xlarge",
+        arch: "amd64",
+        vcpu: 4,
+        mem_gib: 16,
+        max_pods: 58,
+        price: 0.172,
+        gpus: 0,
+    },
+    Ec2 {
+        name: "m6i.large",
+        arch: "amd64",
+        vcpu: 2,
+        mem_gib: 8,
+        max_pods: 29,
+        price: 0.096,
+        gpus: 0,
+    },
+    Ec2 {
+        name: "r5a.large",
+        arch: "amd64",
+        vcpu: 2,
+        mem_gib: 16,
+        max_pods: 29,
+        price: 0.113,
+        gpus: 0,
+    },
+];
+
 /// The fixed instance type set every pool gets: on-demand and spot (40% of on-demand) in three
 /// zones, 80m CPU / 600Mi memory / 2Gi storage of overhead, a 20Gi root volume.
 pub fn ec2_instance_types() -> Vec<InstanceType> {
-    TYPES
-        .iter()
+    instance_types_of(TYPES.iter())
+}
+
+/// [`TYPES`] and [`EXTRA_TYPES`], priced and shaped like [`ec2_instance_types`].
+pub fn ec2_instance_types_extended() -> Vec<InstanceType> {
+    instance_types_of(TYPES.iter().chain(EXTRA_TYPES))
+}
+
+fn instance_types_of<'a>(types: impl Iterator<Item = &'a Ec2>) -> Vec<InstanceType> {
+    types
         .map(|t| {
             let (family, size) = t.name.split_once('.').expect("family.size");
             let category = &family[..1];
@@ -228,10 +349,18 @@ pub fn load(path: &Path) -> Snapshot {
 
 /// The scenario's manifests and the snapshot built from them.
 pub fn load_all(path: &Path) -> (Vec<Manifest>, SnapshotBuild) {
+    load_all_with(path, ec2_instance_types)
+}
+
+/// [`load_all`] with another catalog (e.g. [`ec2_instance_types_extended`]).
+pub fn load_all_with(
+    path: &Path,
+    catalog: fn() -> Vec<InstanceType>,
+) -> (Vec<Manifest>, SnapshotBuild) {
     let text = std::fs::read_to_string(path).expect("read scenario");
     let manifests = parse_manifests(&text, &path.display().to_string())
         .unwrap_or_else(|e| panic!("{}: parse errors: {e:?}", path.display()));
-    let types_for = |_: &api::NodePool| ec2_instance_types();
+    let types_for = |_: &api::NodePool| catalog();
     let mut build = build_snapshot(&manifests, &types_for)
         .unwrap_or_else(|e| panic!("{}: ingest errors: {e:?}", path.display()));
     for pool in &mut build.snapshot.node_pools {
