@@ -15,29 +15,6 @@ use kube_client::ResourceExt;
 use kube_client::api::{Api, DeleteParams, DynamicObject, PostParams};
 use serde_json::json;
 
-/// A claim of `pool` holding all `want` pods of `app`, Running and Ready.
-async fn claim_holding(ctx: &Ctx, pool: &str, app: &str, want: usize) -> NodeClaim {
-    eventually(
-        &format!("{want} {app} pods running on one nodeclaim of {pool}"),
-        Duration::from_secs(120),
-        || async {
-            let pods = pods_of(ctx, app).await;
-            let running: Vec<_> = pods.iter().filter(|p| pod_running_ready(p)).collect();
-            if running.len() != want {
-                return None;
-            }
-            let node = node_name(running[0])?.to_owned();
-            if running.iter().any(|p| node_name(p) != Some(node.as_str())) {
-                return None;
-            }
-            claims_of(ctx, pool).await.into_iter().find(|c| {
-                c.status.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str())
-            })
-        },
-    )
-    .await
-}
-
 /// Deletes `claim`, waits until its Node is gone and its instance terminated; returns how long
 /// that took.
 async fn delete_and_wait(ctx: &Ctx, claim: &NodeClaim, timeout: Duration) -> Duration {

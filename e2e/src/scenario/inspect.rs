@@ -1,5 +1,7 @@
 //! Read-only queries the scenarios assert on, and failure summaries.
 
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
 use karpenter_core::api::NodeClaim;
@@ -8,7 +10,7 @@ use kube_client::ResourceExt;
 use kube_client::api::{Api, ListParams};
 
 use super::{INSTANCE_TYPE, NODEPOOL};
-use crate::harness::{Ctx, pod_running_ready};
+use crate::harness::{Ctx, eventually, pod_running_ready};
 
 /// The test namespace's pods that are Running and Ready.
 pub async fn running_pods(ctx: &Ctx) -> Vec<Pod> {
@@ -142,4 +144,27 @@ pub async fn failed_scheduling(ctx: &Ctx) -> (Vec<String>, i32) {
         total += e.series.as_ref().map_or(1, |s| s.count);
     }
     (notes, total)
+}
+
+/// A claim of `pool` holding all `want` pods of `app`, Running and Ready.
+pub async fn claim_holding(ctx: &Ctx, pool: &str, app: &str, want: usize) -> NodeClaim {
+    eventually(
+        &format!("{want} {app} pods running on one nodeclaim of {pool}"),
+        Duration::from_secs(120),
+        || async {
+            let pods = pods_of(ctx, app).await;
+            let running: Vec<_> = pods.iter().filter(|p| pod_running_ready(p)).collect();
+            if running.len() != want {
+                return None;
+            }
+            let node = node_name(running[0])?.to_owned();
+            if running.iter().any(|p| node_name(p) != Some(node.as_str())) {
+                return None;
+            }
+            claims_of(ctx, pool).await.into_iter().find(|c| {
+                c.status.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str())
+            })
+        },
+    )
+    .await
 }
