@@ -6,7 +6,8 @@
 //! A file's leading comment says what it tests and what the right plan is; every snapshot was
 //! reviewed against it. `# now: <RFC 3339>` in a file fixes the plan's clock (default
 //! 2026-12-07T12:00:00Z); `# spot-to-spot: true` turns the feature gate on; `# catalog: extended`
-//! adds `common::EXTRA_TYPES` to the instance types (26 instead of 14).
+//! adds `common::EXTRA_TYPES` to the instance types (26 instead of 14);
+//! `# replace-with-several: true` lets consolidation replace one node by several.
 //!
 //! Besides the snapshot, every plan is checked for what must hold whatever the scenario: each
 //! managed node appears exactly once, in a command or kept with a reason; every pod of a
@@ -45,6 +46,7 @@ fn input_of(path: &Path) -> DisruptionInput {
         .expect("now: RFC 3339");
     let options = DisruptionOptions {
         spot_to_spot: directive(&text, "spot-to-spot:") == Some("true"),
+        replace_with_several: directive(&text, "replace-with-several:") == Some("true"),
         ..DisruptionOptions::default()
     };
     let catalog = match directive(&text, "catalog:") {

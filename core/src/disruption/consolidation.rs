@@ -9,6 +9,7 @@ use crate::scheduling::{InstanceTypeOption, NewNodeClaim};
 use crate::snapshot::NodePoolInput;
 
 use super::candidates::Candidate;
+use super::input::DisruptionOptions;
 use super::reasons::KeptReason;
 use super::simulate::Simulation;
 
@@ -59,10 +60,21 @@ impl Replacement {
 pub enum Outcome {
     /// Their pods fit on the other nodes: delete them.
     Delete,
-    /// One cheaper node holds their pods.
-    Replace(Replacement),
+    /// Cheaper new nodes hold their pods: one, as Karpenter, or several when
+    /// [`DisruptionOptions::replace_with_several`] allows it.
+    Replace(Vec<Replacement>),
     /// Not worth it or not possible; why.
     Keep(KeptReason),
+}
+
+impl Outcome {
+    /// Σ cheapest price of the replacements (0 for a delete).
+    pub fn replacement_price(&self) -> f64 {
+        match self {
+            Outcome::Replace(rs) => rs.iter().map(|r| r.price).sum(),
+            _ => 0.0,
+        }
+    }
 }
 
 /// The replacement's instance types priced for the price filter.
@@ -124,13 +136,13 @@ fn options(priced: &[Priced<'_>]) -> Vec<InstanceTypeOption> {
 }
 
 /// Consolidation's decision for `candidates` given the scheduler's answer. `pools` holds the
-/// NodePools' instance types; `spot_to_spot` is the feature gate; `multi` selects the
-/// multi-node rules (same-type filter, no 15-type minimum).
+/// NodePools' instance types; `options` the feature gate and the 1→N option; `multi` selects
+/// the multi-node rules (same-type filter, no 15-type minimum, never several replacements).
 pub fn decide(
     candidates: &[&Candidate<'_>],
     sim: &Simulation,
     pools: &[NodePoolInput],
-    spot_to_spot: bool,
+    options: &DisruptionOptions,
     multi: bool,
 ) -> Outcome {
     if let Some((pod, why)) = sim.failures.first() {
@@ -149,10 +161,9 @@ pub fn decide(
     if new.is_empty() {
         return Outcome::Delete;
     }
-    if new.len() > 1 {
+    if new.len() > 1 && (multi || !options.replace_with_several) {
         return Outcome::Keep(KeptReason::NeedsSeveralNodes { count: new.len() });
     }
-    let claim = &new[0];
     let mut current = 0.0;
     for c in candidates {
         match c.price {
@@ -164,50 +175,25 @@ pub fn decide(
             }
         }
     }
-    let Some(types) = pools
+    let all_spot = candidates
         .iter()
-        .find(|p| p.name == claim.node_pool)
-        .map(|p| p.instance_types.as_slice())
-    else {
+        .all(|c| c.capacity_type() == Some(labels::CAPACITY_SPOT));
+    if new.len() > 1 {
+        return replace_several(new, pools, current, all_spot, options.spot_to_spot);
+    }
+    let claim = &new[0];
+    let Some(types) = pool_types(pools, claim) else {
         return Outcome::Keep(KeptReason::NoCheaperReplacement {
             current,
             best: None,
         });
     };
-    let mut reqs = claim.requirements.clone();
-    let may_be_spot = reqs
-        .get(labels::CAPACITY_TYPE)
-        .is_none_or(|r| r.has(labels::CAPACITY_SPOT));
-    let all_spot = candidates
-        .iter()
-        .all(|c| c.capacity_type() == Some(labels::CAPACITY_SPOT));
-    let spot_to_spot_path = all_spot && may_be_spot;
-    if spot_to_spot_path && !spot_to_spot {
-        return Outcome::Keep(KeptReason::SpotToSpotDisabled);
-    }
-    // Pin to spot when the replacement could be spot: the price check assumes spot, and an
-    // on-demand fallback could cost more than what it replaces.
-    let may_be_on_demand = reqs
-        .get(labels::CAPACITY_TYPE)
-        .is_none_or(|r| r.has(labels::CAPACITY_ON_DEMAND));
-    if spot_to_spot_path || (may_be_spot && may_be_on_demand) {
-        reqs.add(
-            labels::CAPACITY_TYPE,
-            Requirement::single(labels::CAPACITY_SPOT),
-        );
-    }
-    let mut priced: Vec<Priced<'_>> = claim
-        .instance_types
-        .iter()
-        .filter_map(|o| types.iter().find(|t| t.name == o.name))
-        .filter_map(|it| price(it, &reqs))
-        .collect();
-    priced.sort_by(|a, b| {
-        a.cheapest
-            .2
-            .total_cmp(&b.cheapest.2)
-            .then_with(|| a.it.name.cmp(&b.it.name))
-    });
+    let (reqs, spot_to_spot_path) = match pinned_requirements(claim, all_spot, options.spot_to_spot)
+    {
+        Ok(pinned) => pinned,
+        Err(reason) => return Outcome::Keep(reason),
+    };
+    let mut priced = priced_types(claim, types, &reqs);
     let best = priced.first().map(|p| p.cheapest.2);
     priced.retain(|p| p.worst < current);
     if multi {
@@ -238,21 +224,137 @@ pub fn decide(
         }
         priced.truncate(SPOT_TO_SPOT_MIN_TYPES);
     }
-    let instance_types = options(&priced);
-    let zone = reqs
-        .get(labels::ZONE)
-        .filter(|r| !r.is_complement() && r.len() == 1)
-        .and_then(Requirement::any_value);
-    let capacity_type = reqs
+    Outcome::Replace(vec![replacement(claim, reqs, &priced)])
+}
+
+/// The instance types of the claim's NodePool.
+fn pool_types<'p>(pools: &'p [NodePoolInput], claim: &NewNodeClaim) -> Option<&'p [InstanceType]> {
+    pools
+        .iter()
+        .find(|p| p.name == claim.node_pool)
+        .map(|p| p.instance_types.as_slice())
+}
+
+/// The claim's requirements with the capacity type pinned where the price check assumes it,
+/// and whether this is the spot-to-spot path; `Err` when spot-to-spot is needed but off.
+fn pinned_requirements(
+    claim: &NewNodeClaim,
+    all_spot: bool,
+    spot_to_spot: bool,
+) -> Result<(Requirements, bool), KeptReason> {
+    let mut reqs = claim.requirements.clone();
+    let may_be_spot = reqs
         .get(labels::CAPACITY_TYPE)
-        .filter(|r| !r.is_complement() && r.len() == 1)
-        .and_then(Requirement::any_value);
-    Outcome::Replace(Replacement {
+        .is_none_or(|r| r.has(labels::CAPACITY_SPOT));
+    let spot_to_spot_path = all_spot && may_be_spot;
+    if spot_to_spot_path && !spot_to_spot {
+        return Err(KeptReason::SpotToSpotDisabled);
+    }
+    // Pin to spot when the replacement could be spot: the price check assumes spot, and an
+    // on-demand fallback could cost more than what it replaces.
+    let may_be_on_demand = reqs
+        .get(labels::CAPACITY_TYPE)
+        .is_none_or(|r| r.has(labels::CAPACITY_ON_DEMAND));
+    if spot_to_spot_path || (may_be_spot && may_be_on_demand) {
+        reqs.add(
+            labels::CAPACITY_TYPE,
+            Requirement::single(labels::CAPACITY_SPOT),
+        );
+    }
+    Ok((reqs, spot_to_spot_path))
+}
+
+/// The claim's instance types priced under `reqs`, cheapest first (ties by name).
+fn priced_types<'t>(
+    claim: &NewNodeClaim,
+    types: &'t [InstanceType],
+    reqs: &Requirements,
+) -> Vec<Priced<'t>> {
+    let mut priced: Vec<Priced<'_>> = claim
+        .instance_types
+        .iter()
+        .filter_map(|o| types.iter().find(|t| t.name == o.name))
+        .filter_map(|it| price(it, reqs))
+        .collect();
+    priced.sort_by(|a, b| {
+        a.cheapest
+            .2
+            .total_cmp(&b.cheapest.2)
+            .then_with(|| a.it.name.cmp(&b.it.name))
+    });
+    priced
+}
+
+fn replacement(claim: &NewNodeClaim, reqs: Requirements, priced: &[Priced<'_>]) -> Replacement {
+    let instance_types = options(priced);
+    let pinned = |key: &str| {
+        reqs.get(key)
+            .filter(|r| !r.is_complement() && r.len() == 1)
+            .and_then(Requirement::any_value)
+    };
+    let zone = pinned(labels::ZONE);
+    let capacity_type = pinned(labels::CAPACITY_TYPE);
+    Replacement {
         node_pool: claim.node_pool.clone(),
         price: instance_types[0].price,
         requirements: reqs,
         instance_types,
         capacity_type,
         zone,
-    })
+    }
+}
+
+/// One node replaced by several cheaper ones (beyond Karpenter, core#1442; single-node only).
+/// The launches together must cost less than the candidate even at their worst price: each
+/// claim keeps the types whose worst price is below its own cheapest worst price plus an equal
+/// share of the saving. Spot candidates are not replaced this way (spot-to-spot's rules are
+/// about one replacement).
+fn replace_several(
+    new: &[NewNodeClaim],
+    pools: &[NodePoolInput],
+    current: f64,
+    all_spot: bool,
+    spot_to_spot: bool,
+) -> Outcome {
+    let mut claims = Vec::with_capacity(new.len());
+    for claim in new {
+        let Some(types) = pool_types(pools, claim) else {
+            return Outcome::Keep(KeptReason::NoCheaperReplacement {
+                current,
+                best: None,
+            });
+        };
+        let (reqs, spot_path) = match pinned_requirements(claim, all_spot, spot_to_spot) {
+            Ok(pinned) => pinned,
+            Err(reason) => return Outcome::Keep(reason),
+        };
+        if spot_path {
+            return Outcome::Keep(KeptReason::NeedsSeveralNodes { count: new.len() });
+        }
+        let priced = priced_types(claim, types, &reqs);
+        let Some(least_worst) = priced.iter().map(|p| p.worst).min_by(f64::total_cmp) else {
+            return Outcome::Keep(KeptReason::NoCheaperReplacement {
+                current,
+                best: None,
+            });
+        };
+        claims.push((claim, reqs, priced, least_worst));
+    }
+    let best: f64 = claims.iter().map(|(_, _, p, _)| p[0].cheapest.2).sum();
+    let slack = current - claims.iter().map(|(_, _, _, w)| w).sum::<f64>();
+    if slack <= 0.0 {
+        return Outcome::Keep(KeptReason::NoCheaperReplacement {
+            current,
+            best: Some(best),
+        });
+    }
+    let share = slack / claims.len() as f64;
+    let replacements = claims
+        .into_iter()
+        .map(|(claim, reqs, mut priced, least_worst)| {
+            priced.retain(|p| p.worst < least_worst + share);
+            replacement(claim, reqs, &priced)
+        })
+        .collect();
+    Outcome::Replace(replacements)
 }

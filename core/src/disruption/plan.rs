@@ -364,10 +364,7 @@ impl<'a> Planner<'a> {
             return true;
         }
         let before: f64 = batch.iter().filter_map(|c| c.price).sum();
-        let after = match outcome {
-            Outcome::Replace(r) => r.price,
-            _ => 0.0,
-        };
+        let after = outcome.replacement_price();
         if before - after >= minimum {
             return true;
         }
@@ -408,8 +405,7 @@ impl<'a> Planner<'a> {
             let mid = (lo + hi) / 2;
             let prefix = &batch[..mid];
             let sim = self.simulate(cands, prefix);
-            let outcome =
-                consolidation::decide(prefix, &sim, types, self.input.options.spot_to_spot, true);
+            let outcome = consolidation::decide(prefix, &sim, types, &self.input.options, true);
             let valid = matches!(outcome, Outcome::Delete | Outcome::Replace(_));
             if valid && self.savings_ok(prefix, &outcome) {
                 best = Some((mid, sim, outcome));
@@ -420,7 +416,7 @@ impl<'a> Planner<'a> {
         }
         let (n, sim, outcome) = best?;
         let replacements = match outcome {
-            Outcome::Replace(r) => vec![r],
+            Outcome::Replace(rs) => rs,
             _ => Vec::new(),
         };
         Some(self.command(
@@ -445,8 +441,7 @@ impl<'a> Planner<'a> {
                 continue;
             }
             let sim = self.simulate(cands, &[c]);
-            let outcome =
-                consolidation::decide(&[c], &sim, types, self.input.options.spot_to_spot, false);
+            let outcome = consolidation::decide(&[c], &sim, types, &self.input.options, false);
             match &outcome {
                 Outcome::Keep(r) => {
                     self.note(c, r.clone());
@@ -461,13 +456,13 @@ impl<'a> Planner<'a> {
                         Vec::new(),
                     ));
                 }
-                Outcome::Replace(r) => {
-                    let r = r.clone();
+                Outcome::Replace(rs) => {
+                    let rs = rs.clone();
                     return Some(self.command(
                         Method::SingleNodeConsolidation,
                         &[c],
                         Some(&sim),
-                        vec![r],
+                        rs,
                     ));
                 }
             }

@@ -392,6 +392,20 @@ fn drift(inp: &NodeInputs<'_>, node_labels: &BTreeMap<String, String>) -> Option
     None
 }
 
+/// The cluster objects disruption reads besides the scheduling snapshot: from manifests
+/// ([`disruption_input`]) or from the controller's cluster model.
+#[derive(Clone, Debug, Default)]
+pub struct DisruptionObjects<'a> {
+    /// Every Node.
+    pub nodes: Vec<&'a k8s::Node>,
+    /// Every NodeClaim.
+    pub claims: Vec<&'a NodeClaim>,
+    /// Every Pod (unbound ones are ignored).
+    pub pods: Vec<&'a k8s::Pod>,
+    /// Every PodDisruptionBudget.
+    pub pdbs: Vec<&'a PodDisruptionBudget>,
+}
+
 /// Builds the disruption input from manifests and the snapshot `build_snapshot` made of them.
 /// NodeClaims are matched to Nodes by `status.nodeName`, then by provider id. Every problem
 /// found is returned.
@@ -403,20 +417,42 @@ pub fn disruption_input(
     options: DisruptionOptions,
     default_min_savings: f64,
 ) -> Result<DisruptionInput, Vec<IngestError>> {
-    let mut errors = Vec::new();
-    let mut nodes = Vec::new();
-    let mut claims = Vec::new();
-    let mut pods = Vec::new();
-    let mut pdbs = Vec::new();
+    let mut objects = DisruptionObjects::default();
     for m in manifests {
         match m {
-            Manifest::Node(n) => nodes.push(n.as_ref()),
-            Manifest::NodeClaim(c) => claims.push(c.as_ref()),
-            Manifest::Pod(p) => pods.push(p.as_ref()),
-            Manifest::PodDisruptionBudget(b) => pdbs.push(b.as_ref()),
+            Manifest::Node(n) => objects.nodes.push(n.as_ref()),
+            Manifest::NodeClaim(c) => objects.claims.push(c.as_ref()),
+            Manifest::Pod(p) => objects.pods.push(p.as_ref()),
+            Manifest::PodDisruptionBudget(b) => objects.pdbs.push(b.as_ref()),
             _ => {}
         }
     }
+    disruption_input_from(
+        &objects,
+        snapshot,
+        node_pools,
+        now,
+        options,
+        default_min_savings,
+    )
+}
+
+/// [`disruption_input`] over objects already sorted by kind.
+pub fn disruption_input_from(
+    objects: &DisruptionObjects<'_>,
+    snapshot: &Snapshot,
+    node_pools: &[NodePool],
+    now: Timestamp,
+    options: DisruptionOptions,
+    default_min_savings: f64,
+) -> Result<DisruptionInput, Vec<IngestError>> {
+    let mut errors = Vec::new();
+    let DisruptionObjects {
+        nodes,
+        claims,
+        pods,
+        pdbs,
+    } = objects;
     let mut pools = BTreeMap::new();
     for np in node_pools {
         match pool_disruption(np, default_min_savings) {
@@ -426,19 +462,39 @@ pub fn disruption_input(
             Err(e) => errors.push(e),
         }
     }
+    // First claim wins on both keys, as a search in list order would.
+    let mut by_node_name: BTreeMap<&str, &NodeClaim> = BTreeMap::new();
+    let mut by_provider_id: BTreeMap<&str, &NodeClaim> = BTreeMap::new();
+    for c in claims {
+        let status = c.status.as_ref();
+        if let Some(n) = status.and_then(|s| s.node_name.as_deref()) {
+            by_node_name.entry(n).or_insert(c);
+        }
+        if let Some(id) = status.and_then(|s| s.provider_id.as_deref()) {
+            by_provider_id.entry(id).or_insert(c);
+        }
+    }
+    // The instance types each pool may launch, for InstanceTypeNotFound drift: once per pool.
+    let types_by_pool: BTreeMap<&str, Vec<&str>> = snapshot
+        .node_pools
+        .iter()
+        .map(|np| {
+            let types = np
+                .instance_types
+                .iter()
+                .filter(|t| t.requirements.intersects(&np.requirements).is_ok())
+                .map(|t| t.name.as_str())
+                .collect();
+            (np.name.as_str(), types)
+        })
+        .collect();
     let mut node_facts_map = BTreeMap::new();
-    for node in &nodes {
+    for node in nodes {
         let name = node.metadata.name.clone().unwrap_or_default();
         let provider_id = node.spec.as_ref().and_then(|s| s.provider_id.as_deref());
-        let claim = claims
-            .iter()
-            .find(|c| c.status.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str()))
-            .or_else(|| {
-                claims.iter().find(|c| {
-                    provider_id.is_some()
-                        && c.status.as_ref().and_then(|s| s.provider_id.as_deref()) == provider_id
-                })
-            })
+        let claim = by_node_name
+            .get(name.as_str())
+            .or_else(|| provider_id.and_then(|id| by_provider_id.get(id)))
             .copied();
         let pool_name = node
             .metadata
@@ -451,19 +507,9 @@ pub fn disruption_input(
                 .iter()
                 .find(|np| np.metadata.name.as_deref() == Some(p))
         });
-        let pool_types = pool_name.as_deref().and_then(|p| {
-            snapshot
-                .node_pools
-                .iter()
-                .find(|np| np.name == p)
-                .map(|np| {
-                    np.instance_types
-                        .iter()
-                        .filter(|t| t.requirements.intersects(&np.requirements).is_ok())
-                        .map(|t| t.name.as_str())
-                        .collect()
-                })
-        });
+        let pool_types = pool_name
+            .as_deref()
+            .and_then(|p| types_by_pool.get(p).cloned());
         node_facts_map.insert(
             name,
             node_facts(&NodeInputs {
