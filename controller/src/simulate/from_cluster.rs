@@ -16,7 +16,7 @@ use kube_client::{Client, Config};
 use serde_json::Value;
 
 use super::{SimulateError, Source};
-use crate::model::disruption_budget_resource;
+use crate::model::{disruption_budget_resource, objects};
 
 /// Objects per list call; larger clusters are read page by page.
 const PAGE_SIZE: u32 = 500;
@@ -113,17 +113,50 @@ async fn list_karpenter_kind(
     Ok(None)
 }
 
-/// One object as a manifest document: `apiVersion` and `kind` set (list items lack them),
+/// One object as a manifest document: `apiVersion` and `kind` set (list items lack them; a
+/// Karpenter body is labelled with the version it is written in, see [`body_version`]),
 /// `managedFields` dropped (noise for the reader of an error).
-fn document(obj: &DynamicObject, api_version: &str, kind: &str) -> Result<String, SimulateError> {
+fn document(obj: &DynamicObject, served: &str, kind: &str) -> Result<String, SimulateError> {
     let mut value =
         serde_json::to_value(obj).map_err(|e| cluster_error(&format!("encoding a {kind}"), e))?;
-    value["apiVersion"] = Value::from(api_version);
+    value["apiVersion"] = Value::from(body_version(kind, served, &value));
     value["kind"] = Value::from(kind);
     if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("managedFields");
     }
     Ok(value.to_string())
+}
+
+/// All objects of one kind as one source.
+fn source(
+    server: &str,
+    kind: &str,
+    served: &str,
+    objects: &[DynamicObject],
+) -> Result<Source, SimulateError> {
+    let docs = objects
+        .iter()
+        .map(|o| document(o, served, kind))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Source {
+        origin: format!("cluster {server}: {kind}s"),
+        text: docs.join("\n---\n"),
+    })
+}
+
+/// The version a Karpenter object's body is written in. Without a conversion webhook the API
+/// server serves a v1beta1 body (applied by a Karpenter 0.3x user) under v1 unchanged; the
+/// controller reads such bodies as v1beta1, and so does this.
+fn body_version(kind: &str, served: &str, body: &Value) -> String {
+    let v1beta1 = match kind {
+        "NodePool" => objects::is_v1beta1_node_pool(body),
+        "EC2NodeClass" => objects::is_v1beta1_node_class(body),
+        _ => false,
+    };
+    match served.split_once('/') {
+        Some((group, "v1")) if v1beta1 => format!("{group}/v1beta1"),
+        _ => served.to_owned(),
+    }
 }
 
 fn is_finished_pod(obj: &DynamicObject) -> bool {
@@ -137,18 +170,6 @@ fn is_finished_pod(obj: &DynamicObject) -> bool {
 /// API error stops the run.
 pub async fn read(client: &Client, server: &str) -> Result<ClusterRead, SimulateError> {
     let mut sources = Vec::new();
-    let mut push = |kind: &str, api_version: &str, objects: &[DynamicObject]| {
-        let docs = objects
-            .iter()
-            .map(|o| document(o, api_version, kind))
-            .collect::<Result<Vec<_>, _>>()?;
-        sources.push(Source {
-            origin: format!("cluster {server}: {kind}s"),
-            text: docs.join("\n---\n"),
-        });
-        Ok::<(), SimulateError>(())
-    };
-
     let builtin = [
         ("", "v1", "Node"),
         ("", "v1", "Pod"),
@@ -162,7 +183,7 @@ pub async fn read(client: &Client, server: &str) -> Result<ClusterRead, Simulate
         if kind == "Pod" {
             items.retain(|p| !is_finished_pod(p));
         }
-        push(kind, &resource.api_version, &items)?;
+        sources.push(source(server, kind, &resource.api_version, &items)?);
     }
 
     // Both PDB versions have the fields read here in the same shape; the parser reads v1.
@@ -170,25 +191,26 @@ pub async fn read(client: &Client, server: &str) -> Result<ClusterRead, Simulate
     let items = list_all(client, &pdbs)
         .await
         .map_err(|e| cluster_error("listing PodDisruptionBudgets", e))?;
-    push("PodDisruptionBudget", "policy/v1", &items)?;
+    sources.push(source(server, "PodDisruptionBudget", "policy/v1", &items)?);
 
+    // NodePools and EC2NodeClasses parse in either version (v1beta1 is converted as Karpenter
+    // does). A v1beta1 NodeClaim has the fields disruption reads (labels, annotations, status
+    // nodeName/providerID/conditions) in the v1 shape, so it is read as v1.
     for (group, kind) in [
         ("karpenter.sh", "NodePool"),
         ("karpenter.k8s.aws", "EC2NodeClass"),
+        ("karpenter.sh", "NodeClaim"),
     ] {
         if let Some((resource, items)) =
             list_karpenter_kind(client, group, &["v1", "v1beta1"], kind).await?
         {
-            // These kinds parse in either version (v1beta1 is converted as Karpenter does).
-            push(kind, &resource.api_version, &items)?;
+            let served = if kind == "NodeClaim" {
+                "karpenter.sh/v1"
+            } else {
+                resource.api_version.as_str()
+            };
+            sources.push(source(server, kind, served, &items)?);
         }
-    }
-    // A v1beta1 NodeClaim has the fields disruption reads (labels, annotations, status
-    // nodeName/providerID/conditions) in the v1 shape.
-    if let Some((_, items)) =
-        list_karpenter_kind(client, "karpenter.sh", &["v1", "v1beta1"], "NodeClaim").await?
-    {
-        push("NodeClaim", "karpenter.sh/v1", &items)?;
     }
     sources.retain(|s| !s.text.is_empty());
     Ok(ClusterRead {
@@ -214,6 +236,37 @@ mod tests {
         assert_eq!(doc["metadata"]["name"], "n1");
         assert!(doc["metadata"].get("managedFields").is_none());
         assert_eq!(doc["spec"]["providerID"], "aws:///us-east-1a/i-1");
+    }
+
+    #[test]
+    fn v1beta1_bodies_served_as_v1_are_labelled_v1beta1() {
+        let seed_pool = serde_json::json!({"spec": {
+            "disruption": {"consolidationPolicy": "WhenUnderutilized", "expireAfter": "720h"},
+            "template": {"spec": {"nodeClassRef": {"name": "default"}}}
+        }});
+        assert_eq!(
+            body_version("NodePool", "karpenter.sh/v1", &seed_pool),
+            "karpenter.sh/v1beta1"
+        );
+        let v1_pool = serde_json::json!({"spec": {
+            "disruption": {"consolidationPolicy": "WhenEmptyOrUnderutilized"},
+            "template": {"spec": {"nodeClassRef":
+                {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default"}}}
+        }});
+        assert_eq!(
+            body_version("NodePool", "karpenter.sh/v1", &v1_pool),
+            "karpenter.sh/v1"
+        );
+        let old_class = serde_json::json!({"spec": {"amiFamily": "AL2"}});
+        assert_eq!(
+            body_version("EC2NodeClass", "karpenter.k8s.aws/v1", &old_class),
+            "karpenter.k8s.aws/v1beta1"
+        );
+        assert_eq!(
+            body_version("NodePool", "karpenter.sh/v1beta1", &v1_pool),
+            "karpenter.sh/v1beta1",
+            "a server serving only v1beta1 is believed"
+        );
     }
 
     #[test]
