@@ -174,11 +174,15 @@ pub fn snapshot_with(pods: Vec<Pod>, instance_types: Vec<InstanceType>) -> Snaps
     }
 }
 
-/// A cluster of `nodes` initialized, managed on-demand nodes (8, 16 or 32 vCPU types of
-/// [`benchmark_instance_types`], zones in turn), each running up to `pods_per_node` plain pods
-/// with random requests, in one NodePool whose budget lets every node be disrupted: the
-/// disruption benchmark's input. With `fill` below 1 only that share of each node's pods is
-/// kept (a fragmented cluster).
+/// A cluster of `nodes` initialized, managed on-demand nodes (zones in turn), each drawn with
+/// `pods_per_node` plain pods with random requests, in one NodePool whose budget lets every
+/// node be disrupted and whose `consolidateAfter` has elapsed (no do-not-disrupt anywhere):
+/// every node is a consolidation candidate. The disruption benchmark's input.
+///
+/// A node is an 8, 16 or 32 vCPU type of [`benchmark_instance_types`] at random, or the
+/// smallest type that holds its pods when that one does not, so with `fill` 1 the cluster has
+/// exactly `nodes × pods_per_node` pods. With `fill` below 1 only that share of the drawn pods
+/// is kept (a fragmented cluster).
 pub fn disruption_cluster(
     nodes: usize,
     pods_per_node: usize,
@@ -195,7 +199,20 @@ pub fn disruption_cluster(
     let mut facts = BTreeMap::new();
     let mut pod_no = 0;
     for i in 0..nodes {
-        let it = &types[[7, 15, 31][rng.below(3)]];
+        let drawn: Vec<(Resources, bool)> = (0..pods_per_node)
+            .map(|_| {
+                let requests = random_requests(&mut rng);
+                (requests, (rng.below(1000) as f64) < fill * 1000.0)
+            })
+            .collect();
+        let needed = drawn.iter().fold(Resources::ZERO, |a, (r, _)| a + *r);
+        let pick = [7, 15, 31][rng.below(3)];
+        let Some(it) = types[pick..]
+            .iter()
+            .find(|t| needed.fits_in(&t.allocatable()))
+        else {
+            panic!("no benchmark type holds {pods_per_node} pods");
+        };
         let zone = ZONES[i % ZONES.len()];
         let name = format!("node-{i:05}");
         let mut node_labels = it.requirements.single_valued_labels();
@@ -206,16 +223,9 @@ pub fn disruption_cluster(
         );
         node_labels.insert(labels::NODE_POOL.into(), "default".into());
         node_labels.insert(labels::HOSTNAME.into(), name.clone());
-        let mut free = it.allocatable();
         let mut pods = Vec::new();
-        for _ in 0..pods_per_node {
-            let requests = random_requests(&mut rng);
+        for (requests, keep) in drawn {
             pod_no += 1;
-            let keep = (rng.below(1000) as f64) < fill * 1000.0;
-            if !requests.fits_in(&free) {
-                continue;
-            }
-            free = free.saturating_sub(&requests);
             if keep {
                 pods.push(Pod::new("default", &format!("pod-{pod_no}"), requests));
             }
