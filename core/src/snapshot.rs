@@ -350,3 +350,45 @@ pub struct Snapshot {
     /// Namespace labels, for pod affinity namespace selectors.
     pub namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
 }
+
+/// A [`Snapshot`] assembled from borrowed parts, so a caller that solves many variants of one
+/// cluster (disruption's simulations: the same nodes minus a few, plus the pods that move) hands
+/// the scheduler references instead of cloning every node and pod each time. The scheduler
+/// reads it exactly as it reads the snapshot it describes.
+#[derive(Clone, Debug)]
+pub struct SnapshotView<'a> {
+    /// Pods to place, in order.
+    pub pods: Vec<&'a Pod>,
+    /// Existing nodes and in-flight NodeClaims, in order.
+    pub nodes: Vec<&'a ExistingNode>,
+    /// NodePools with their instance types.
+    pub node_pools: &'a [NodePoolInput],
+    /// One pod template per DaemonSet.
+    pub daemon_sets: &'a [Pod],
+    /// Namespace labels, for pod affinity namespace selectors.
+    pub namespace_labels: &'a BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl<'a> SnapshotView<'a> {
+    /// A view of every part of `snapshot`.
+    pub fn of(snapshot: &'a Snapshot) -> SnapshotView<'a> {
+        SnapshotView {
+            pods: snapshot.pods.iter().collect(),
+            nodes: snapshot.nodes.iter().collect(),
+            node_pools: &snapshot.node_pools,
+            daemon_sets: &snapshot.daemon_sets,
+            namespace_labels: &snapshot.namespace_labels,
+        }
+    }
+
+    /// The snapshot this view describes, cloned out.
+    pub fn to_snapshot(&self) -> Snapshot {
+        Snapshot {
+            pods: self.pods.iter().map(|p| (*p).clone()).collect(),
+            nodes: self.nodes.iter().map(|n| (*n).clone()).collect(),
+            node_pools: self.node_pools.to_vec(),
+            daemon_sets: self.daemon_sets.to_vec(),
+            namespace_labels: self.namespace_labels.clone(),
+        }
+    }
+}

@@ -7,7 +7,7 @@ use super::solver::{Solver, TopologyContext};
 use super::topology::{GroupKind, Topology};
 use crate::labels;
 use crate::requirements::{Incompatibility, Requirement, Requirements};
-use crate::resources::{RESOURCE_NAMES, Resources};
+use crate::resources::{NUM_RESOURCES, RESOURCE_NAMES, Resources};
 use crate::snapshot::{HostPort, Taint, untolerated};
 
 /// Why a pod cannot go to a node or claim.
@@ -139,9 +139,13 @@ impl Solver<'_> {
         if let Some(t) = untolerated(&node.taints, &state.tolerations) {
             return Err(Reject::Taint(t.clone()));
         }
-        data.label_reqs
-            .compatible_with(&state.requirements, false)
-            .map_err(Reject::Requirements)?;
+        // Nothing is incompatible with no requirements.
+        if !state.requirements.is_empty() {
+            data.label_reqs
+                .get_or_init(|| Requirements::from_labels(&node.labels))
+                .compatible_with(&state.requirements, false)
+                .map_err(Reject::Requirements)?;
+        }
         if let Some(p) = port_conflict(&data.host_ports, &pod.host_ports) {
             return Err(Reject::HostPort(p));
         }
@@ -254,11 +258,17 @@ impl Solver<'_> {
         let affected = new_reqs
             .as_ref()
             .is_some_and(|r| self.pools[pool_index].types_affected(&self.claims[ci].reqs, r));
-        let reqs_for_filter = new_reqs
-            .clone()
-            .unwrap_or_else(|| self.claims[ci].reqs.clone());
-        let (types, max_alloc, max_capacity) =
-            self.filter_types(ci, &reqs_for_filter, &requests, affected)?;
+        let compatible = match (&new_reqs, affected) {
+            (Some(r), true) => Some(self.pools[pool_index].compatible_types(r)),
+            _ => None,
+        };
+        let reqs_for_filter = new_reqs.as_ref().unwrap_or(&self.claims[ci].reqs);
+        let (types, max_alloc, max_capacity) = self.fit_types(
+            ci,
+            reqs_for_filter,
+            &requests,
+            compatible.as_ref().map(|l| l.as_slice()),
+        )?;
         let pool = &self.pools[pool_index];
         for (key, req) in reqs_for_filter.iter() {
             if let Some(min) = req.min_values {
@@ -290,20 +300,47 @@ impl Solver<'_> {
         requests: &Resources,
         check_reqs: bool,
     ) -> Result<(Vec<u32>, Resources, Resources), Reject> {
-        let pool_index = self.claims[ci].pool;
-        let compatible = if check_reqs {
-            Some(self.pools[pool_index].compatible_types(reqs))
-        } else {
-            None
-        };
-        let pool = &self.pools[pool_index];
+        let compatible =
+            check_reqs.then(|| self.pools[self.claims[ci].pool].compatible_types(reqs));
+        self.fit_types(
+            ci,
+            reqs,
+            requests,
+            compatible.as_ref().map(|l| l.as_slice()),
+        )
+    }
+
+    /// The claim's types that fit `requests` and, when a list of the pool's types compatible
+    /// with `reqs` is given, are on it; with their slot-wise maxima of allocatable and
+    /// capacity.
+    fn fit_types(
+        &self,
+        ci: usize,
+        reqs: &Requirements,
+        requests: &Resources,
+        compatible: Option<&[u32]>,
+    ) -> Result<(Vec<u32>, Resources, Resources), Reject> {
+        let pool = &self.pools[self.claims[ci].pool];
         let claim = &self.claims[ci];
+        // This runs for every pod a claim takes, over up to hundreds of types: compare only
+        // the slots the requests use (a zero request fits any slot when no type has a negative
+        // allocatable), and recompute the maxima only when a type that reached one drops out.
+        let mut slots = [0usize; NUM_RESOURCES];
+        let mut used = 0;
+        for (s, &amount) in requests.0.iter().enumerate() {
+            if amount != 0 || !pool.allocatable_nonnegative {
+                slots[used] = s;
+                used += 1;
+            }
+        }
+        let slots = &slots[..used];
+        let fits = |a: &Resources| slots.iter().all(|&s| requests.0[s] <= a.0[s]);
         let mut out = Vec::with_capacity(claim.types.len());
         let mut fit_reqs = 0;
         let mut cursor = 0;
-        let (mut max_alloc, mut max_capacity) = (Resources::ZERO, Resources::ZERO);
+        let mut maxima_changed = compatible.is_some();
         for &t in &claim.types {
-            if let Some(list) = &compatible {
+            if let Some(list) = compatible {
                 while cursor < list.len() && list[cursor] < t {
                     cursor += 1;
                 }
@@ -313,19 +350,20 @@ impl Solver<'_> {
             }
             fit_reqs += 1;
             let info = &pool.types[t as usize];
-            if requests.fits_in(&info.allocatable) {
+            if fits(&info.allocatable) {
                 out.push(t);
-                max_alloc = max_alloc.slot_max(&info.allocatable);
-                max_capacity = max_capacity.slot_max(&info.capacity);
+            } else if !maxima_changed {
+                maxima_changed = (0..NUM_RESOURCES).any(|s| {
+                    info.allocatable.0[s] >= claim.max_alloc.0[s]
+                        || info.capacity.0[s] >= claim.max_capacity.0[s]
+                });
             }
         }
         if out.is_empty() {
             if claim.pods.is_empty() && claim.types.len() < pool.types.len() {
                 // Would a type the limits removed have fitted? Then the limits are the reason.
                 let fits_without_limits = pool.types.iter().enumerate().any(|(i, t)| {
-                    compatible
-                        .as_ref()
-                        .is_none_or(|list| list.binary_search(&(i as u32)).is_ok())
+                    compatible.is_none_or(|list| list.binary_search(&(i as u32)).is_ok())
                         && requests.fits_in(&t.allocatable)
                 });
                 if fits_without_limits {
@@ -338,6 +376,12 @@ impl Solver<'_> {
                 shown, *requests, fit_reqs,
             ))));
         }
+        let (max_alloc, max_capacity) = if maxima_changed {
+            super::claims::maxima(pool, &out)
+        } else {
+            // Every type that left was below the maxima in every slot.
+            (claim.max_alloc, claim.max_capacity)
+        };
         Ok((out, max_alloc, max_capacity))
     }
 

@@ -1,9 +1,10 @@
 //! Per-NodePool data the solver precomputes once: the pool's compatible instance types in
 //! price order, its DaemonSet overhead, and a cache of which types suit a set of requirements.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::rc::Rc;
 
+use super::fasthash::FxHashMap;
 use crate::instance_type::InstanceType;
 use crate::labels;
 use crate::requirements::{Operator, Requirements};
@@ -32,13 +33,16 @@ pub(crate) struct PoolData<'a> {
     pub type_keys: BTreeSet<String>,
     /// Slot-wise maximum allocatable over `types`, ignoring limits.
     pub max_alloc: Resources,
+    /// No type has a negative allocatable amount in any slot (so a zero request fits every
+    /// slot, and fit checks may skip the slots a pod does not request).
+    pub allocatable_nonnegative: bool,
     /// `limits - usage - what new claims have reserved`.
     pub remaining: Resources,
     /// The pool's nodes in the snapshot (for `node_limit`).
     pub existing_nodes: usize,
     /// NodeClaims opened from this pool in this solve.
     pub opened: usize,
-    cache: HashMap<Requirements, Rc<Vec<u32>>>,
+    cache: FxHashMap<Requirements, Rc<Vec<u32>>>,
 }
 
 impl<'a> PoolData<'a> {
@@ -59,11 +63,12 @@ impl<'a> PoolData<'a> {
             types: Vec::new(),
             daemon_overhead: Resources::ZERO,
             max_alloc: Resources::ZERO,
+            allocatable_nonnegative: true,
             type_keys,
             remaining: input.limits.saturating_sub(&input.usage),
             existing_nodes,
             opened: 0,
-            cache: HashMap::new(),
+            cache: FxHashMap::default(),
         };
         let mut types: Vec<(f64, &InstanceType)> = input
             .instance_types
@@ -84,6 +89,10 @@ impl<'a> PoolData<'a> {
                 price,
             })
             .collect();
+        pool.allocatable_nonnegative = pool
+            .types
+            .iter()
+            .all(|t| t.allocatable.0.iter().all(|v| *v >= 0));
         pool.max_alloc = pool
             .types
             .iter()

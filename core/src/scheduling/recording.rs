@@ -19,7 +19,7 @@ impl Solver<'_> {
         }
         let owned = self
             .topo
-            .owned_anti_affinity_groups(pod, &self.snap.namespace_labels);
+            .owned_anti_affinity_groups(pod, self.snap.namespace_labels);
         for r in owned {
             let t = self.topo.groups[r.group].table;
             let d = domain_of(t);
@@ -67,7 +67,7 @@ impl Solver<'_> {
         }
         let owned = self
             .topo
-            .owned_anti_affinity_groups(pod, &self.snap.namespace_labels);
+            .owned_anti_affinity_groups(pod, self.snap.namespace_labels);
         for r in owned {
             let group = &mut self.topo.groups[r.group];
             group.owners += 1;

@@ -2,11 +2,12 @@
 //! opened in this solve, then a new NodeClaim from the first NodePool (by weight) that can take
 //! the pod; preferences relaxed one at a time when nothing fits.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use super::checks::Reject;
 use super::claims::{Claim, ClaimUpdate};
-use super::decision::Decision;
+use super::decision::{Decision, Placement};
+use super::fasthash::FxHashMap;
 use super::new_nodes::pool_nodes;
 pub use super::packing::Packing;
 use super::pools::PoolData;
@@ -15,7 +16,7 @@ use super::topology::{GroupKind, GroupRef, Topology};
 use crate::labels;
 use crate::requirements::Requirements;
 use crate::resources::Resources;
-use crate::snapshot::{HostPort, Snapshot, Toleration, untolerated};
+use crate::snapshot::{HostPort, Snapshot, SnapshotView, Toleration, untolerated};
 
 /// Knobs of a solve.
 #[derive(Clone, Debug)]
@@ -37,11 +38,22 @@ impl Default for SolveOptions {
 
 /// Places the snapshot's pods. Deterministic: the same snapshot gives the same decision.
 pub fn solve(snapshot: &Snapshot, options: &SolveOptions) -> Decision {
+    solve_view(&SnapshotView::of(snapshot), options)
+}
+
+/// [`solve`] over a snapshot assembled from borrowed parts: the same decision as solving
+/// [`SnapshotView::to_snapshot`], without cloning the cluster.
+pub fn solve_view(snapshot: &SnapshotView<'_>, options: &SolveOptions) -> Decision {
+    place(snapshot, options).to_decision(snapshot)
+}
+
+/// [`solve_view`]'s decision by position in `snapshot` (see [`Placement`]).
+pub fn place(snapshot: &SnapshotView<'_>, options: &SolveOptions) -> Placement {
     let run = |packing: Packing| {
         let mut solver = Solver::new(snapshot);
         solver.packing = packing;
         solver.run();
-        solver.into_decision(options)
+        solver.into_placement(options)
     };
     match options.packing {
         Packing::Cheapest => {
@@ -58,7 +70,10 @@ pub fn solve(snapshot: &Snapshot, options: &SolveOptions) -> Decision {
 
 /// An existing node with what this solve has added to it.
 pub(crate) struct NodeData {
-    pub label_reqs: Requirements,
+    /// The node's labels as requirements, built on first use: pods without node requirements
+    /// (most of them) never need it, and a solve over a large cluster would spend much of its
+    /// setup building it for every node.
+    pub label_reqs: std::cell::OnceCell<Requirements>,
     pub remaining: Resources,
     pub other_remaining: BTreeMap<String, i64>,
     pub host_ports: Vec<HostPort>,
@@ -68,16 +83,18 @@ pub(crate) struct NodeData {
 }
 
 pub(crate) struct Solver<'a> {
-    pub snap: &'a Snapshot,
+    pub snap: &'a SnapshotView<'a>,
     pub pools: Vec<PoolData<'a>>,
     pub nodes: Vec<NodeData>,
     pub claims: Vec<Claim>,
     pub topo: Topology,
     /// Groups whose selector matches each pending pod (by pod index).
     pub counted_in: Vec<Vec<usize>>,
-    req_ids: HashMap<Requirements, u32>,
-    /// Per pod shape, the nodes and claims still worth trying.
-    shapes: HashMap<Shape, ShapeCache>,
+    req_ids: FxHashMap<Requirements, u32>,
+    /// Per pod shape, its index in `shape_caches`.
+    shapes: FxHashMap<Shape, usize>,
+    /// Per shape, the nodes and claims still worth trying.
+    shape_caches: Vec<ShapeCache>,
     pub hostname_table: Option<usize>,
     pub placed: Vec<bool>,
     pub relax_notes: BTreeMap<usize, Vec<String>>,
@@ -122,11 +139,11 @@ pub(crate) struct TopologyContext {
 }
 
 impl<'a> Solver<'a> {
-    fn new(snap: &'a Snapshot) -> Solver<'a> {
+    fn new(snap: &'a SnapshotView<'a>) -> Solver<'a> {
         let mut pools: Vec<PoolData<'a>> = snap
             .node_pools
             .iter()
-            .map(|p| PoolData::new(p, &snap.daemon_sets, pool_nodes(snap, &p.name)))
+            .map(|p| PoolData::new(p, snap.daemon_sets, pool_nodes(snap, &p.name)))
             .collect();
         pools.sort_by(|a, b| {
             b.input
@@ -145,20 +162,20 @@ impl<'a> Solver<'a> {
                 .iter()
                 .chain(pod.preferred_pod_affinity.iter().map(|x| &x.1))
             {
-                topo.affinity_group(pod, t, false, &snap.namespace_labels);
+                topo.affinity_group(pod, t, false, snap.namespace_labels);
             }
             for t in pod
                 .pod_anti_affinity
                 .iter()
                 .chain(pod.preferred_pod_anti_affinity.iter().map(|x| &x.1))
             {
-                topo.affinity_group(pod, t, true, &snap.namespace_labels);
+                topo.affinity_group(pod, t, true, snap.namespace_labels);
             }
         }
         let mut existing_owner_refs: Vec<(usize, usize, Vec<GroupRef>)> = Vec::new();
         for (ni, node) in snap.nodes.iter().enumerate() {
             for (pi, pod) in node.pods.iter().enumerate() {
-                let refs = topo.owned_anti_affinity_groups(pod, &snap.namespace_labels);
+                let refs = topo.owned_anti_affinity_groups(pod, snap.namespace_labels);
                 if !refs.is_empty() {
                     existing_owner_refs.push((ni, pi, refs));
                 }
@@ -216,7 +233,7 @@ impl<'a> Solver<'a> {
                     }
                 }
                 NodeData {
-                    label_reqs: Requirements::from_labels(&n.labels),
+                    label_reqs: std::cell::OnceCell::new(),
                     remaining: n.allocatable.saturating_sub(&used),
                     other_remaining,
                     host_ports: n.pods.iter().flat_map(|p| p.host_ports.clone()).collect(),
@@ -267,8 +284,9 @@ impl<'a> Solver<'a> {
             claims: Vec::new(),
             topo,
             counted_in,
-            req_ids: HashMap::new(),
-            shapes: HashMap::new(),
+            req_ids: FxHashMap::default(),
+            shapes: FxHashMap::default(),
+            shape_caches: Vec::new(),
             hostname_table,
             placed: vec![false; snap.pods.len()],
             relax_notes: BTreeMap::new(),
@@ -291,7 +309,7 @@ impl<'a> Solver<'a> {
         });
         let mut queue: VecDeque<PodState> = order
             .iter()
-            .map(|&i| PodState::new(i, &self.snap.pods[i]))
+            .map(|&i| PodState::new(i, self.snap.pods[i]))
             .collect();
         loop {
             let mut stuck: Vec<PodState> = Vec::new();
@@ -325,7 +343,7 @@ impl<'a> Solver<'a> {
             }
             queue = stuck
                 .into_iter()
-                .map(|s| PodState::new(s.pod, &self.snap.pods[s.pod]))
+                .map(|s| PodState::new(s.pod, self.snap.pods[s.pod]))
                 .collect();
         }
     }
@@ -337,7 +355,7 @@ impl<'a> Solver<'a> {
         pod.pod_affinity.iter().any(|term| {
             let r = self
                 .topo
-                .affinity_group(pod, term, false, &self.snap.namespace_labels);
+                .affinity_group(pod, term, false, self.snap.namespace_labels);
             let g = &self.topo.groups[r.group];
             !r.self_selecting && g.counts.iter().all(|c| *c == 0) && g.claim_counts.is_empty()
         })
@@ -424,26 +442,32 @@ impl<'a> Solver<'a> {
                 .map(|(k, v)| (k.clone(), *v))
                 .collect(),
         };
-        let mut cache = self.shapes.remove(&shape).unwrap_or_default();
+        // One lookup per attempt; the cache is taken out while the checks borrow `self`.
+        let next = self.shape_caches.len();
+        let si = *self.shapes.entry(shape).or_insert(next);
+        if si == next {
+            self.shape_caches.push(ShapeCache::default());
+        }
+        let mut cache = std::mem::take(&mut self.shape_caches[si]);
         let result = self.try_existing(state, req_id, &ctx, &mut cache);
         if result.is_ok() {
-            self.shapes.insert(shape, cache);
+            self.shape_caches[si] = cache;
             return Ok(());
         }
         // Then a new claim from the first pool that can take it.
         if let Some(reason) = self.hostname_block(state, &ctx) {
-            self.shapes.insert(shape, cache);
+            self.shape_caches[si] = cache;
             return Err(reason);
         }
         if self.pools.is_empty() {
-            self.shapes.insert(shape, cache);
+            self.shape_caches[si] = cache;
             return Err("no NodePool is defined, and no existing node fits".to_string());
         }
         let mut reasons: Vec<String> = Vec::new();
         for p in 0..self.pools.len() {
             match self.open_claim(p, state, req_id, &ctx) {
                 Ok(()) => {
-                    self.shapes.insert(shape, cache);
+                    self.shape_caches[si] = cache;
                     return Ok(());
                 }
                 Err(r) => reasons.push(format!("nodepool {:?}: {r}", self.pools[p].input.name)),
@@ -451,7 +475,7 @@ impl<'a> Solver<'a> {
         }
         // No new claim can take it (limits, affinity to pods on a claim): grow a claim after all.
         let placed = self.try_uneconomic(state, req_id, &ctx, &mut cache);
-        self.shapes.insert(shape, cache);
+        self.shape_caches[si] = cache;
         if placed {
             return Ok(());
         }
@@ -477,21 +501,27 @@ impl<'a> Solver<'a> {
             cache.nodes = (0..self.nodes.len() as u32).collect();
             cache.nodes_seeded = true;
         }
+        // Compact the list while scanning; stop at the first fit (the rest stays as it is, so
+        // a placement costs what it tries, not the length of the list).
         let mut keep = 0;
         let mut found = None;
-        for i in 0..cache.nodes.len() {
+        let mut i = 0;
+        while i < cache.nodes.len() {
             let ni = cache.nodes[i] as usize;
-            if found.is_none() {
-                match self.node_accepts(ni, state, ctx) {
-                    Ok(()) => found = Some(ni),
-                    Err(r) if self.is_permanent(&r) => continue,
-                    Err(_) => {}
+            match self.node_accepts(ni, state, ctx) {
+                Ok(()) => {
+                    found = Some(ni);
+                    break;
+                }
+                Err(r) if self.is_permanent(&r) => {}
+                Err(_) => {
+                    cache.nodes[keep] = cache.nodes[i];
+                    keep += 1;
                 }
             }
-            cache.nodes[keep] = cache.nodes[i];
-            keep += 1;
+            i += 1;
         }
-        cache.nodes.truncate(keep);
+        cache.nodes.drain(keep..i);
         if let Some(ni) = found {
             self.commit_node(ni, state);
             return Ok(());
@@ -502,24 +532,27 @@ impl<'a> Solver<'a> {
         cache.claims_seen = self.claims.len();
         let mut keep = 0;
         let mut found = None;
-        for i in 0..cache.claims.len() {
+        let mut i = 0;
+        while i < cache.claims.len() {
             let ci = cache.claims[i] as usize;
-            if found.is_none() {
-                match self.claim_accepts(ci, state, req_id, ctx) {
-                    Ok(update) if self.grows_uneconomically(ci, &update, state, cache) => {
-                        // Growing only gets pricier as the claim fills; keep it as a fallback.
-                        cache.uneconomic.push(cache.claims[i]);
-                        continue;
-                    }
-                    Ok(update) => found = Some((ci, update)),
-                    Err(r) if self.is_permanent(&r) => continue,
-                    Err(_) => {}
+            match self.claim_accepts(ci, state, req_id, ctx) {
+                Ok(update) if self.grows_uneconomically(ci, &update, state, cache) => {
+                    // Growing only gets pricier as the claim fills; keep it as a fallback.
+                    cache.uneconomic.push(cache.claims[i]);
+                }
+                Ok(update) => {
+                    found = Some((ci, update));
+                    break;
+                }
+                Err(r) if self.is_permanent(&r) => {}
+                Err(_) => {
+                    cache.claims[keep] = cache.claims[i];
+                    keep += 1;
                 }
             }
-            cache.claims[keep] = cache.claims[i];
-            keep += 1;
+            i += 1;
         }
-        cache.claims.truncate(keep);
+        cache.claims.drain(keep..i);
         match found {
             Some((ci, update)) => {
                 self.commit_claim(ci, state, req_id, update);
