@@ -10,7 +10,7 @@ use crate::snapshot::NodePoolInput;
 
 use super::candidates::Candidate;
 use super::reasons::KeptReason;
-use super::simulate::Simulation;
+use super::simulate::Answer;
 
 /// Spot-to-spot single-node consolidation needs this many cheaper types, and offers only
 /// this many (the cheapest), so the next pass cannot find 15 cheaper ones again.
@@ -128,7 +128,7 @@ fn options(priced: &[Priced<'_>]) -> Vec<InstanceTypeOption> {
 /// multi-node rules (same-type filter, no 15-type minimum).
 pub fn decide(
     candidates: &[&Candidate<'_>],
-    sim: &Simulation,
+    sim: &Answer,
     pools: &[NodePoolInput],
     spot_to_spot: bool,
     multi: bool,
@@ -145,7 +145,7 @@ pub fn decide(
             why: why.clone(),
         });
     }
-    let new = &sim.decision.new_node_claims;
+    let new = &sim.placement.new_node_claims;
     if new.is_empty() {
         return Outcome::Delete;
     }
