@@ -117,7 +117,9 @@ struct Shape {
 /// Candidates not yet ruled out for a shape, in first-fit order.
 #[derive(Debug, Default)]
 pub(crate) struct ShapeCache {
+    /// Nodes still worth trying are `nodes[nodes_start..]`.
     nodes: Vec<u32>,
+    nodes_start: usize,
     nodes_seeded: bool,
     claims: Vec<u32>,
     claims_seen: usize,
@@ -172,8 +174,12 @@ impl<'a> Solver<'a> {
                 topo.affinity_group(pod, t, true, snap.namespace_labels);
             }
         }
+        let usage = |ni: usize| snap.usage.as_ref().map(|u| u[ni]);
         let mut existing_owner_refs: Vec<(usize, usize, Vec<GroupRef>)> = Vec::new();
         for (ni, node) in snap.nodes.iter().enumerate() {
+            if usage(ni).is_some_and(|u| !u.anti_affinity) {
+                continue;
+            }
             for (pi, pod) in node.pods.iter().enumerate() {
                 let refs = topo.owned_anti_affinity_groups(pod, snap.namespace_labels);
                 if !refs.is_empty() {
@@ -224,19 +230,36 @@ impl<'a> Solver<'a> {
         let nodes: Vec<NodeData> = snap
             .nodes
             .iter()
-            .map(|n| {
-                let used = n.pods.iter().fold(Resources::ZERO, |a, p| a + p.requests);
+            .enumerate()
+            .map(|(ni, n)| {
                 let mut other_remaining = n.other_allocatable.clone();
-                for p in &n.pods {
-                    for (k, v) in &p.other_requests {
-                        *other_remaining.entry(k.clone()).or_insert(0) -= v;
+                let (used, host_ports) = match usage(ni) {
+                    Some(u) => {
+                        for (k, v) in &u.other_requests {
+                            let left = other_remaining.entry(k.clone()).or_insert(0);
+                            *left = left.wrapping_sub(*v);
+                        }
+                        (u.requests, u.host_ports.clone())
                     }
-                }
+                    None => {
+                        // One pass over the bound pods (a large cluster has many).
+                        let mut used = Resources::ZERO;
+                        let mut host_ports = Vec::new();
+                        for p in &n.pods {
+                            used += p.requests;
+                            for (k, v) in &p.other_requests {
+                                *other_remaining.entry(k.clone()).or_insert(0) -= v;
+                            }
+                            host_ports.extend(p.host_ports.iter().cloned());
+                        }
+                        (used, host_ports)
+                    }
+                };
                 NodeData {
                     label_reqs: std::cell::OnceCell::new(),
                     remaining: n.allocatable.saturating_sub(&used),
                     other_remaining,
-                    host_ports: n.pods.iter().flat_map(|p| p.host_ports.clone()).collect(),
+                    host_ports,
                     domains: topo
                         .tables
                         .iter()
@@ -248,6 +271,9 @@ impl<'a> Solver<'a> {
             .collect();
         // Count pods already running.
         for (ni, node) in snap.nodes.iter().enumerate() {
+            if topo.groups.is_empty() {
+                break;
+            }
             for pod in &node.pods {
                 for g in 0..topo.groups.len() {
                     if !topo.groups[g].selects(pod) {
@@ -296,25 +322,29 @@ impl<'a> Solver<'a> {
     }
 
     fn run(&mut self) {
-        let mut order: Vec<usize> = (0..self.snap.pods.len()).collect();
         let pods = &self.snap.pods;
-        // Karpenter's order: CPU then memory, largest first; names break ties.
-        order.sort_by(|&a, &b| {
-            let (pa, pb) = (&pods[a], &pods[b]);
-            pb.requests
-                .cpu_millis()
-                .cmp(&pa.requests.cpu_millis())
-                .then_with(|| pb.requests.memory_bytes().cmp(&pa.requests.memory_bytes()))
-                .then_with(|| pa.key.cmp(&pb.key))
-        });
-        let mut queue: VecDeque<PodState> = order
-            .iter()
-            .map(|&i| PodState::new(i, self.snap.pods[i]))
-            .collect();
+        // Karpenter's order: CPU then memory, largest first; names break ties. Sorted on keys
+        // read once into one array (see `SortKey`), so comparing two pods rarely touches them.
+        let mut keys: Vec<SortKey> = pods.iter().enumerate().map(SortKey::new).collect();
+        keys.sort_by(|a, b| a.cmp(b, pods));
+        let order: Vec<usize> = keys.iter().map(|k| k.index).collect();
+        drop(keys);
+        // Each round takes its pods in order (a pod's state is built when its turn comes), then
+        // the ones that relaxed a preference, in the order they did.
+        let mut round: Vec<usize> = order;
         loop {
-            let mut stuck: Vec<PodState> = Vec::new();
+            let mut retry: VecDeque<PodState> = VecDeque::new();
+            let mut stuck: Vec<usize> = Vec::new();
             let mut progress = false;
-            while let Some(mut state) = queue.pop_front() {
+            let mut fresh = round.iter();
+            loop {
+                let mut state = match fresh.next() {
+                    Some(&i) => PodState::new(i, self.snap.pods[i]),
+                    None => match retry.pop_front() {
+                        Some(state) => state,
+                        None => break,
+                    },
+                };
                 match self.try_place(&state) {
                     Ok(()) => {
                         progress = true;
@@ -328,11 +358,11 @@ impl<'a> Solver<'a> {
                         // A pod whose required affinity targets are not placed yet waits for
                         // them instead of relaxing preferences that are not the problem.
                         if state.relaxed.is_empty() && self.waits_for_affinity_target(&state) {
-                            stuck.push(state);
+                            stuck.push(state.pod);
                         } else if state.relax() {
-                            queue.push_back(state);
+                            retry.push_back(state);
                         } else {
-                            stuck.push(state);
+                            stuck.push(state.pod);
                         }
                     }
                 }
@@ -341,10 +371,7 @@ impl<'a> Solver<'a> {
             if stuck.is_empty() || !progress {
                 break;
             }
-            queue = stuck
-                .into_iter()
-                .map(|s| PodState::new(s.pod, self.snap.pods[s.pod]))
-                .collect();
+            round = stuck;
         }
     }
 
@@ -502,10 +529,11 @@ impl<'a> Solver<'a> {
             cache.nodes_seeded = true;
         }
         // Compact the list while scanning; stop at the first fit (the rest stays as it is, so
-        // a placement costs what it tries, not the length of the list).
-        let mut keep = 0;
+        // a placement costs what it tries, not the length of the list). Nodes ruled out at the
+        // front are dropped by moving the start, not by shifting the rest.
+        let mut keep = cache.nodes_start;
         let mut found = None;
-        let mut i = 0;
+        let mut i = cache.nodes_start;
         while i < cache.nodes.len() {
             let ni = cache.nodes[i] as usize;
             match self.node_accepts(ni, state, ctx) {
@@ -521,7 +549,11 @@ impl<'a> Solver<'a> {
             }
             i += 1;
         }
-        cache.nodes.drain(keep..i);
+        if keep == cache.nodes_start {
+            cache.nodes_start = i;
+        } else {
+            cache.nodes.drain(keep..i);
+        }
         if let Some(ni) = found {
             self.commit_node(ni, state);
             return Ok(());
@@ -613,6 +645,79 @@ impl<'a> Solver<'a> {
         }
         self.record_on_claim(ci, state);
         self.placed[state.pod] = true;
+    }
+}
+
+/// A pod's place in Karpenter's order (CPU, then memory, largest first; then namespace and
+/// name), with the first bytes of its namespace and name copied out so that most comparisons
+/// need not follow the pod's pointers.
+struct SortKey {
+    cpu: i64,
+    memory: i64,
+    namespace: Prefix,
+    name: Prefix,
+    index: usize,
+}
+
+/// The first 16 bytes of a string (zero-padded, big-endian) and its length. Comparing two
+/// prefixes decides the order of their strings when they differ; when both strings fit,
+/// equal prefixes and lengths mean equal strings.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Prefix {
+    bytes: u128,
+    len: usize,
+}
+
+impl Prefix {
+    fn new(s: &str) -> Prefix {
+        let mut buf = [0u8; 16];
+        let n = s.len().min(16);
+        buf[..n].copy_from_slice(&s.as_bytes()[..n]);
+        Prefix {
+            bytes: u128::from_be_bytes(buf),
+            len: s.len(),
+        }
+    }
+
+    /// The order of the two strings, or `None` when the prefixes cannot tell.
+    fn cmp(&self, other: &Prefix) -> Option<std::cmp::Ordering> {
+        use std::cmp::Ordering;
+        match self.bytes.cmp(&other.bytes) {
+            Ordering::Equal if self.len <= 16 && other.len <= 16 => Some(self.len.cmp(&other.len)),
+            Ordering::Equal => None,
+            order => Some(order),
+        }
+    }
+}
+
+impl SortKey {
+    fn new((index, pod): (usize, &&crate::snapshot::Pod)) -> SortKey {
+        SortKey {
+            cpu: pod.requests.cpu_millis(),
+            memory: pod.requests.memory_bytes(),
+            namespace: Prefix::new(&pod.key.namespace),
+            name: Prefix::new(&pod.key.name),
+            index,
+        }
+    }
+
+    /// The same order as comparing (CPU descending, memory descending, key).
+    fn cmp(&self, other: &SortKey, pods: &[&crate::snapshot::Pod]) -> std::cmp::Ordering {
+        let (a, b) = (self.index, other.index);
+        other
+            .cpu
+            .cmp(&self.cpu)
+            .then_with(|| other.memory.cmp(&self.memory))
+            .then_with(|| {
+                self.namespace
+                    .cmp(&other.namespace)
+                    .unwrap_or_else(|| pods[a].key.namespace.cmp(&pods[b].key.namespace))
+            })
+            .then_with(|| {
+                self.name
+                    .cmp(&other.name)
+                    .unwrap_or_else(|| pods[a].key.name.cmp(&pods[b].key.name))
+            })
     }
 }
 
