@@ -361,6 +361,9 @@ pub struct SnapshotView<'a> {
     pub pods: Vec<&'a Pod>,
     /// Existing nodes and in-flight NodeClaims, in order.
     pub nodes: Vec<&'a ExistingNode>,
+    /// Per entry of `nodes`, what its bound pods use, when the caller computed it once for
+    /// many solves ([`NodeUsage::of`] the same node); `None` lets the scheduler add it up.
+    pub usage: Option<Vec<&'a NodeUsage>>,
     /// NodePools with their instance types.
     pub node_pools: &'a [NodePoolInput],
     /// One pod template per DaemonSet.
@@ -375,6 +378,7 @@ impl<'a> SnapshotView<'a> {
         SnapshotView {
             pods: snapshot.pods.iter().collect(),
             nodes: snapshot.nodes.iter().collect(),
+            usage: None,
             node_pools: &snapshot.node_pools,
             daemon_sets: &snapshot.daemon_sets,
             namespace_labels: &snapshot.namespace_labels,
@@ -390,5 +394,38 @@ impl<'a> SnapshotView<'a> {
             daemon_sets: self.daemon_sets.to_vec(),
             namespace_labels: self.namespace_labels.clone(),
         }
+    }
+}
+
+/// What a node's bound pods take, added up once: the scheduler reads this of every node at the
+/// start of every solve, and a caller solving many variants of one cluster (disruption's
+/// simulations) can hand it over instead of having every pod of every node read each time.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeUsage {
+    /// Sum of the bound pods' requests (saturating, in pod order).
+    pub requests: Resources,
+    /// Sum of the bound pods' requests of non-native resources, per name (a name a pod lists
+    /// with 0 is present with 0).
+    pub other_requests: BTreeMap<String, i64>,
+    /// The bound pods' host ports, in pod order.
+    pub host_ports: Vec<HostPort>,
+    /// Some bound pod has required pod anti-affinity terms.
+    pub anti_affinity: bool,
+}
+
+impl NodeUsage {
+    /// Adds up `node`'s bound pods.
+    pub fn of(node: &ExistingNode) -> NodeUsage {
+        let mut usage = NodeUsage::default();
+        for p in &node.pods {
+            usage.requests += p.requests;
+            for (k, v) in &p.other_requests {
+                let sum = usage.other_requests.entry(k.clone()).or_insert(0);
+                *sum = sum.wrapping_add(*v);
+            }
+            usage.host_ports.extend(p.host_ports.iter().cloned());
+            usage.anti_affinity |= !p.pod_anti_affinity.is_empty();
+        }
+        usage
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::api::nodepool::{Budget, DisruptionReason};
 use crate::instance_type::InstanceType;
 use crate::scheduling::SolveOptions;
-use crate::snapshot::{ExistingNode, PodKey};
+use crate::snapshot::{ExistingNode, NodeUsage, PodKey};
 
 use super::budgets::{BudgetMap, PoolCounts};
 use super::candidates::{Candidate, by_cost, candidates};
@@ -44,6 +44,9 @@ struct Planner<'a> {
     nominated: BTreeSet<String>,
     /// Replacements launched by commands of this plan.
     launched: Vec<ExistingNode>,
+    /// What every node's bound pods use, the snapshot's nodes then `launched` (added up once
+    /// for all simulations).
+    usage: Vec<NodeUsage>,
     commands: Vec<Command>,
     /// What the last pass found for each node it evaluated.
     found: BTreeMap<usize, Vec<KeptReason>>,
@@ -78,6 +81,7 @@ impl<'a> Planner<'a> {
             deleting,
             nominated: BTreeSet::new(),
             launched: Vec::new(),
+            usage: input.snapshot.nodes.iter().map(NodeUsage::of).collect(),
             commands: Vec::new(),
             found: BTreeMap::new(),
             trace,
@@ -224,6 +228,7 @@ impl<'a> Planner<'a> {
             removed: &mask,
             moving: &moving,
             launched: &self.launched,
+            usage: Some(&self.usage),
             distinct_keys: self.distinct_keys,
         };
         let answer = answer(self.input, &removal, &self.solve);
@@ -540,6 +545,7 @@ impl<'a> Planner<'a> {
             removed: &sim.mask,
             moving: &sim.moving,
             launched: &self.launched,
+            usage: Some(&self.usage),
             distinct_keys: self.distinct_keys,
         };
         let view = view(self.input, &removal);
@@ -629,6 +635,7 @@ impl<'a> Planner<'a> {
         }
         for (i, r) in cmd.replacements.iter().enumerate() {
             if let Some(node) = self.launched_node(r, self.commands.len(), i) {
+                self.usage.push(NodeUsage::of(&node));
                 self.launched.push(node);
             }
         }

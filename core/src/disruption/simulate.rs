@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::scheduling::{Decision, Placement, SolveOptions, place};
-use crate::snapshot::{ExistingNode, Pod, PodKey, Snapshot, SnapshotView};
+use crate::snapshot::{ExistingNode, NodeUsage, Pod, PodKey, Snapshot, SnapshotView};
 
 use super::input::DisruptionInput;
 
@@ -67,6 +67,9 @@ pub struct Removal<'a> {
     pub moving: &'a [Moving<'a>],
     /// NodeClaims launched by earlier commands of this plan (in flight, empty).
     pub launched: &'a [ExistingNode],
+    /// [`NodeUsage::of`] every node of `snapshot.nodes` then of every launched one, when the
+    /// caller keeps it across simulations.
+    pub usage: Option<&'a [NodeUsage]>,
     /// No two pods of the input (pending or bound) share a key, so a pod's position in the
     /// scheduler's input identifies it (see [`distinct_keys`]). Otherwise pods are matched by
     /// key, the last listing of a key counting as its origin.
@@ -104,9 +107,17 @@ pub fn view<'a>(input: &'a DisruptionInput, removal: &Removal<'a>) -> SnapshotVi
             .map(|(_, n)| n),
     );
     nodes.extend(removal.launched.iter());
+    let usage = removal.usage.map(|all| {
+        all.iter()
+            .enumerate()
+            .filter(|(i, _)| !removal.removed.get(*i).copied().unwrap_or(false))
+            .map(|(_, u)| u)
+            .collect()
+    });
     SnapshotView {
         pods,
         nodes,
+        usage,
         node_pools: &base.node_pools,
         daemon_sets: &base.daemon_sets,
         namespace_labels: &base.namespace_labels,
