@@ -325,9 +325,9 @@ impl<'a> Solver<'a> {
         let pods = &self.snap.pods;
         // Karpenter's order: CPU then memory, largest first; names break ties. Sorted on keys
         // read once into one array (see `SortKey`), so comparing two pods rarely touches them.
-        let mut keys: Vec<SortKey> = pods.iter().enumerate().map(SortKey::new).collect();
-        keys.sort_by(|a, b| a.cmp(b, pods));
-        let order: Vec<usize> = keys.iter().map(|k| k.index).collect();
+        let keys: Vec<SortKey> = pods.iter().enumerate().map(SortKey::new).collect();
+        let mut order: Vec<usize> = (0..pods.len()).collect();
+        order.sort_by(|&a, &b| keys[a].cmp(&keys[b], pods));
         drop(keys);
         // Each round takes its pods in order (a pod's state is built when its turn comes), then
         // the ones that relaxed a preference, in the order they did.
@@ -427,7 +427,13 @@ impl<'a> Solver<'a> {
             .iter()
             .map(|r| (r.group, r.self_selecting, true))
             .collect();
-        for &g in &self.counted_in[state.pod] {
+        // Without groups every list is empty; not reading it spares a cache miss per pod.
+        let counted_in: &[usize] = if self.topo.groups.is_empty() {
+            &[]
+        } else {
+            &self.counted_in[state.pod]
+        };
+        for &g in counted_in {
             let group = &self.topo.groups[g];
             if group.kind == GroupKind::AntiAffinity && group.owners > 0 {
                 groups.push((g, true, false));
