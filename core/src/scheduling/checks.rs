@@ -118,35 +118,41 @@ impl Solver<'_> {
         state: &PodState,
         ctx: &TopologyContext,
     ) -> Result<(), Reject> {
-        let node = &self.snap.nodes[ni];
+        // The pod and the node are read only when the copies in `infos` and `nodes` cannot
+        // answer (a large solve's pods and nodes are scattered in memory).
         let data = &self.nodes[ni];
-        let pod = &self.snap.pods[state.pod];
-        if node.marked_for_deletion {
+        let info = &self.infos[state.pod];
+        if data.marked_for_deletion {
             return Err(Reject::Deleting);
         }
-        if let Some(slot) = pod.requests.first_exceeding(&data.remaining) {
+        if let Some(slot) = info.requests.first_exceeding(&data.remaining) {
             return Err(Reject::Resources {
                 slot,
-                need: pod.requests.0[slot],
+                need: info.requests.0[slot],
                 have: data.remaining.0[slot],
             });
         }
-        for (name, amount) in &pod.other_requests {
+        let pod = (!info.plain).then(|| self.snap.pods[state.pod]);
+        for (name, amount) in pod.iter().flat_map(|p| &p.other_requests) {
             if data.other_remaining.get(name).copied().unwrap_or(0) < *amount {
                 return Err(Reject::OtherResource(name.clone()));
             }
         }
-        if let Some(t) = untolerated(&node.taints, &state.tolerations) {
+        if data.tainted
+            && let Some(t) = untolerated(&self.snap.nodes[ni].taints, &state.tolerations)
+        {
             return Err(Reject::Taint(t.clone()));
         }
         // Nothing is incompatible with no requirements.
         if !state.requirements.is_empty() {
             data.label_reqs
-                .get_or_init(|| Requirements::from_labels(&node.labels))
+                .get_or_init(|| Requirements::from_labels(&self.snap.nodes[ni].labels))
                 .compatible_with(&state.requirements, false)
                 .map_err(Reject::Requirements)?;
         }
-        if let Some(p) = port_conflict(&data.host_ports, &pod.host_ports) {
+        if let Some(pod) = pod
+            && let Some(p) = port_conflict(&data.host_ports, &pod.host_ports)
+        {
             return Err(Reject::HostPort(p));
         }
         self.topology_plan(Target::Node(ni), state, ctx).map(|_| ())
@@ -159,13 +165,14 @@ impl Solver<'_> {
         req_id: u32,
         ctx: &TopologyContext,
     ) -> Result<ClaimUpdate, Reject> {
-        let pod = &self.snap.pods[state.pod];
+        let info = &self.infos[state.pod];
+        let pod = (!info.plain).then(|| self.snap.pods[state.pod]);
         let claim = &self.claims[ci];
         let pool_index = claim.pool;
-        if let Some(name) = pod.other_requests.keys().next() {
+        if let Some(name) = pod.and_then(|p| p.other_requests.keys().next()) {
             return Err(Reject::OtherResource(name.clone()));
         }
-        let requests = claim.requests + pod.requests;
+        let requests = claim.requests + info.requests;
         if let Some(slot) = requests.first_exceeding(&claim.max_alloc) {
             // A fresh claim that lost types to the pool's limits fails because of the limits.
             let pool = &self.pools[pool_index];
@@ -184,7 +191,9 @@ impl Solver<'_> {
         if let Some(t) = untolerated(&self.pools[pool_index].input.taints, &state.tolerations) {
             return Err(Reject::Taint(t.clone()));
         }
-        if let Some(p) = port_conflict(&claim.host_ports, &pod.host_ports) {
+        if let Some(pod) = pod
+            && let Some(p) = port_conflict(&claim.host_ports, &pod.host_ports)
+        {
             return Err(Reject::HostPort(p));
         }
         let mut new_reqs: Option<Requirements> = None;

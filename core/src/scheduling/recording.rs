@@ -9,6 +9,10 @@ impl Solver<'_> {
     /// Adds the pod to the counts of every group that selects it, and to the owner counts of
     /// its own required anti-affinity groups.
     pub(crate) fn record(&mut self, state: &PodState, domain_of: impl Fn(usize) -> Option<u32>) {
+        // Without groups there is nothing to count (and the pod need not be read).
+        if self.topo.groups.is_empty() {
+            return;
+        }
         let pod = &self.snap.pods[state.pod];
         for &g in &self.counted_in[state.pod] {
             let t = self.topo.groups[g].table;

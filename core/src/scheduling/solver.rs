@@ -68,8 +68,42 @@ pub fn place(snapshot: &SnapshotView<'_>, options: &SolveOptions) -> Placement {
     }
 }
 
+/// What the hot loop reads of a pending pod, copied out once in input order: a large solve
+/// visits pods in Karpenter's order, scattered in memory, and most of them have nothing but
+/// requests.
+pub(crate) struct PodInfo {
+    pub requests: Resources,
+    /// No node selector, volume or node-affinity requirements, pod (anti-)affinity, spread,
+    /// tolerations, host ports or extended requests: the checks need nothing else of it.
+    pub plain: bool,
+}
+
+impl PodInfo {
+    fn of(pod: &&crate::snapshot::Pod) -> PodInfo {
+        PodInfo {
+            requests: pod.requests,
+            plain: pod.node_selector.is_empty()
+                && pod.volume_requirements.is_empty()
+                && pod.required_node_affinity.is_empty()
+                && pod.preferred_node_affinity.is_empty()
+                && pod.pod_affinity.is_empty()
+                && pod.preferred_pod_affinity.is_empty()
+                && pod.pod_anti_affinity.is_empty()
+                && pod.preferred_pod_anti_affinity.is_empty()
+                && pod.topology_spread.is_empty()
+                && pod.tolerations.is_empty()
+                && pod.host_ports.is_empty()
+                && pod.other_requests.is_empty(),
+        }
+    }
+}
+
 /// An existing node with what this solve has added to it.
 pub(crate) struct NodeData {
+    /// The node is marked for deletion (copied from the node).
+    pub marked_for_deletion: bool,
+    /// The node has taints (copied from the node).
+    pub tainted: bool,
     /// The node's labels as requirements, built on first use: pods without node requirements
     /// (most of them) never need it, and a solve over a large cluster would spend much of its
     /// setup building it for every node.
@@ -90,6 +124,8 @@ pub(crate) struct Solver<'a> {
     pub topo: Topology,
     /// Groups whose selector matches each pending pod (by pod index).
     pub counted_in: Vec<Vec<usize>>,
+    /// Per pending pod, what the checks read of it.
+    pub infos: Vec<PodInfo>,
     req_ids: FxHashMap<Requirements, u32>,
     /// Per pod shape, its index in `shape_caches`.
     shapes: FxHashMap<Shape, usize>,
@@ -256,6 +292,8 @@ impl<'a> Solver<'a> {
                     }
                 };
                 NodeData {
+                    marked_for_deletion: n.marked_for_deletion,
+                    tainted: !n.taints.is_empty(),
                     label_reqs: std::cell::OnceCell::new(),
                     remaining: n.allocatable.saturating_sub(&used),
                     other_remaining,
@@ -310,6 +348,7 @@ impl<'a> Solver<'a> {
             claims: Vec::new(),
             topo,
             counted_in,
+            infos: snap.pods.iter().map(PodInfo::of).collect(),
             req_ids: FxHashMap::default(),
             shapes: FxHashMap::default(),
             shape_caches: Vec::new(),
@@ -339,6 +378,7 @@ impl<'a> Solver<'a> {
             let mut fresh = round.iter();
             loop {
                 let mut state = match fresh.next() {
+                    Some(&i) if self.infos[i].plain => PodState::plain(i),
                     Some(&i) => PodState::new(i, self.snap.pods[i]),
                     None => match retry.pop_front() {
                         Some(state) => state,
@@ -398,6 +438,9 @@ impl<'a> Solver<'a> {
     }
 
     fn own_groups(&mut self, state: &PodState) -> Vec<GroupRef> {
+        if self.infos[state.pod].plain {
+            return Vec::new();
+        }
         let pod = &self.snap.pods[state.pod];
         let ns = &self.snap.namespace_labels;
         let mut refs: Vec<GroupRef> = Vec::new();
@@ -457,23 +500,31 @@ impl<'a> Solver<'a> {
     }
 
     fn try_place(&mut self, state: &PodState) -> Result<(), String> {
-        let pod = &self.snap.pods[state.pod];
         let ctx = self.topology_context(state);
         let req_id = self.req_id(&state.requirements);
+        let info = &self.infos[state.pod];
+        let (host_ports, other_requests) = if info.plain {
+            (Vec::new(), Vec::new())
+        } else {
+            let pod = &self.snap.pods[state.pod];
+            (
+                pod.host_ports.clone(),
+                pod.other_requests
+                    .iter()
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect(),
+            )
+        };
         let shape = Shape {
             req_id,
-            requests: pod.requests,
+            requests: info.requests,
             tolerated_pools: (0..self.pools.len())
                 .filter(|&p| untolerated(&self.pools[p].input.taints, &state.tolerations).is_none())
                 .collect(),
             groups: ctx.groups.clone(),
-            host_ports: pod.host_ports.clone(),
+            host_ports,
             tolerations: state.tolerations.clone(),
-            other_requests: pod
-                .other_requests
-                .iter()
-                .map(|(k, v)| (k.clone(), *v))
-                .collect(),
+            other_requests,
         };
         // One lookup per attempt; the cache is taken out while the checks borrow `self`.
         let next = self.shape_caches.len();
@@ -618,13 +669,16 @@ impl<'a> Solver<'a> {
     }
 
     fn commit_node(&mut self, ni: usize, state: &PodState) {
-        let pod = &self.snap.pods[state.pod];
+        let info = &self.infos[state.pod];
         let node = &mut self.nodes[ni];
-        node.remaining -= pod.requests;
-        for (k, v) in &pod.other_requests {
-            *node.other_remaining.entry(k.clone()).or_insert(0) -= v;
+        node.remaining -= info.requests;
+        if !info.plain {
+            let pod = &self.snap.pods[state.pod];
+            for (k, v) in &pod.other_requests {
+                *node.other_remaining.entry(k.clone()).or_insert(0) -= v;
+            }
+            node.host_ports.extend(pod.host_ports.iter().cloned());
         }
-        node.host_ports.extend(pod.host_ports.iter().cloned());
         node.assigned.push(state.pod);
         let domains = node.domains.clone();
         self.record(state, |t| domains[t]);
