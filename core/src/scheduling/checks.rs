@@ -331,9 +331,10 @@ impl Solver<'_> {
     ) -> Result<(Vec<u32>, Resources, Resources), Reject> {
         let pool = &self.pools[self.claims[ci].pool];
         let claim = &self.claims[ci];
-        // This runs for every pod a claim takes, over up to hundreds of types: compare only
-        // the slots the requests use (a zero request fits any slot when no type has a negative
-        // allocatable), and recompute the maxima only when a type that reached one drops out.
+        // This runs for every pod a claim takes, over up to hundreds of types: which types fit
+        // comes from the pool's per-slot index, for the slots the requests use only (a zero
+        // request fits any slot when no type has a negative allocatable), and the maxima are
+        // recomputed only when a type that reached one drops out.
         let mut slots = [0usize; NUM_RESOURCES];
         let mut used = 0;
         for (s, &amount) in requests.0.iter().enumerate() {
@@ -343,7 +344,8 @@ impl Solver<'_> {
             }
         }
         let slots = &slots[..used];
-        let fits = |a: &Resources| slots.iter().all(|&s| requests.0[s] <= a.0[s]);
+        let fitting = pool.fitting(requests, slots);
+        let fits = |t: u32| fitting[t as usize / 64] >> (t % 64) & 1 == 1;
         let mut out = Vec::with_capacity(claim.types.len());
         let mut fit_reqs = 0;
         let mut cursor = 0;
@@ -358,10 +360,10 @@ impl Solver<'_> {
                 }
             }
             fit_reqs += 1;
-            let info = &pool.types[t as usize];
-            if fits(&info.allocatable) {
+            if fits(t) {
                 out.push(t);
             } else if !maxima_changed {
+                let info = &pool.types[t as usize];
                 maxima_changed = (0..NUM_RESOURCES).any(|s| {
                     info.allocatable.0[s] >= claim.max_alloc.0[s]
                         || info.capacity.0[s] >= claim.max_capacity.0[s]

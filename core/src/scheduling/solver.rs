@@ -709,11 +709,11 @@ impl<'a> Solver<'a> {
 }
 
 /// A pod's place in Karpenter's order (CPU, then memory, largest first; then namespace and
-/// name), with the first bytes of its namespace and name copied out so that most comparisons
-/// need not follow the pod's pointers.
+/// name; then input order), with the sizes packed into one number and the first bytes of its
+/// namespace and name copied out, so that most comparisons need not follow the pod's pointers.
 struct SortKey {
-    cpu: i64,
-    memory: i64,
+    /// CPU then memory, each mapped so that larger sorts first.
+    size: u128,
     namespace: Prefix,
     name: Prefix,
     index: usize,
@@ -752,22 +752,22 @@ impl Prefix {
 
 impl SortKey {
     fn new((index, pod): (usize, &&crate::snapshot::Pod)) -> SortKey {
+        // Flipping the sign bit maps i64 order onto u64 order; inverting makes it descending.
+        let descending = |v: i64| !((v as u64) ^ (1 << 63));
         SortKey {
-            cpu: pod.requests.cpu_millis(),
-            memory: pod.requests.memory_bytes(),
+            size: (u128::from(descending(pod.requests.cpu_millis())) << 64)
+                | u128::from(descending(pod.requests.memory_bytes())),
             namespace: Prefix::new(&pod.key.namespace),
             name: Prefix::new(&pod.key.name),
             index,
         }
     }
 
-    /// The same order as comparing (CPU descending, memory descending, key).
+    /// The same order as comparing (CPU descending, memory descending, key, index).
     fn cmp(&self, other: &SortKey, pods: &[&crate::snapshot::Pod]) -> std::cmp::Ordering {
         let (a, b) = (self.index, other.index);
-        other
-            .cpu
-            .cmp(&self.cpu)
-            .then_with(|| other.memory.cmp(&self.memory))
+        self.size
+            .cmp(&other.size)
             .then_with(|| {
                 self.namespace
                     .cmp(&other.namespace)
@@ -778,6 +778,7 @@ impl SortKey {
                     .cmp(&other.name)
                     .unwrap_or_else(|| pods[a].key.name.cmp(&pods[b].key.name))
             })
+            .then(a.cmp(&b))
     }
 }
 
