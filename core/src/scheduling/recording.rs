@@ -14,7 +14,11 @@ impl Solver<'_> {
             return;
         }
         let pod = &self.snap.pods[state.pod];
-        for &g in &self.counted_in[state.pod] {
+        for &g in self
+            .counted_in
+            .get(state.pod)
+            .map_or(&[][..], Vec::as_slice)
+        {
             let t = self.topo.groups[g].table;
             let d = domain_of(t);
             if let Some(d) = d {
@@ -56,7 +60,11 @@ impl Solver<'_> {
             });
             possible.push(ids);
         }
-        for &g in &self.counted_in[state.pod] {
+        for &g in self
+            .counted_in
+            .get(state.pod)
+            .map_or(&[][..], Vec::as_slice)
+        {
             let group = &mut self.topo.groups[g];
             match fixed[group.table] {
                 Some(d) => group.record(d),

@@ -122,7 +122,8 @@ pub(crate) struct Solver<'a> {
     pub nodes: Vec<NodeData>,
     pub claims: Vec<Claim>,
     pub topo: Topology,
-    /// Groups whose selector matches each pending pod (by pod index).
+    /// Groups whose selector matches each pending pod (by pod index); empty when there are
+    /// no groups (see [`Solver::counted_in`]).
     pub counted_in: Vec<Vec<usize>>,
     /// Per pending pod, what the checks read of it.
     pub infos: Vec<PodInfo>,
@@ -332,15 +333,19 @@ impl<'a> Solver<'a> {
                 }
             }
         }
-        let counted_in = snap
-            .pods
-            .iter()
-            .map(|p| {
-                (0..topo.groups.len())
-                    .filter(|&g| topo.groups[g].selects(p))
-                    .collect()
-            })
-            .collect();
+        // Without groups every list would be empty: none is kept (see `counted_in`).
+        let counted_in = if topo.groups.is_empty() {
+            Vec::new()
+        } else {
+            snap.pods
+                .iter()
+                .map(|p| {
+                    (0..topo.groups.len())
+                        .filter(|&g| topo.groups[g].selects(p))
+                        .collect()
+                })
+                .collect()
+        };
         Solver {
             snap,
             pools,
@@ -415,6 +420,11 @@ impl<'a> Solver<'a> {
         }
     }
 
+    /// The groups whose selector matches pending pod `pod`.
+    pub(crate) fn counted_in(&self, pod: usize) -> &[usize] {
+        self.counted_in.get(pod).map_or(&[], Vec::as_slice)
+    }
+
     /// True when one of the pod's required pod-affinity terms selects no pod anywhere yet
     /// (and the pod cannot bootstrap it by selecting itself).
     fn waits_for_affinity_target(&mut self, state: &PodState) -> bool {
@@ -470,13 +480,7 @@ impl<'a> Solver<'a> {
             .iter()
             .map(|r| (r.group, r.self_selecting, true))
             .collect();
-        // Without groups every list is empty; not reading it spares a cache miss per pod.
-        let counted_in: &[usize] = if self.topo.groups.is_empty() {
-            &[]
-        } else {
-            &self.counted_in[state.pod]
-        };
-        for &g in counted_in {
+        for &g in self.counted_in(state.pod) {
             let group = &self.topo.groups[g];
             if group.kind == GroupKind::AntiAffinity && group.owners > 0 {
                 groups.push((g, true, false));
