@@ -174,11 +174,15 @@ pub fn snapshot_with(pods: Vec<Pod>, instance_types: Vec<InstanceType>) -> Snaps
     }
 }
 
-/// A cluster of `nodes` initialized, managed on-demand nodes (8, 16 or 32 vCPU types of
-/// [`benchmark_instance_types`], zones in turn), each running up to `pods_per_node` plain pods
-/// with random requests, in one NodePool whose budget lets every node be disrupted: the
-/// disruption benchmark's input. With `fill` below 1 only that share of each node's pods is
-/// kept (a fragmented cluster).
+/// A cluster of `nodes` initialized, managed on-demand nodes (zones in turn), each drawn with
+/// `pods_per_node` plain pods with random requests, in one NodePool whose budget lets every
+/// node be disrupted and whose `consolidateAfter` has elapsed (no do-not-disrupt anywhere):
+/// every node is a consolidation candidate. The disruption benchmark's input.
+///
+/// A node is an 8, 16 or 32 vCPU type of [`benchmark_instance_types`] at random, or the
+/// smallest type that holds its pods when that one does not, so with `fill` 1 the cluster has
+/// exactly `nodes × pods_per_node` pods. With `fill` below 1 only that share of the drawn pods
+/// is kept (a fragmented cluster).
 pub fn disruption_cluster(
     nodes: usize,
     pods_per_node: usize,
@@ -195,7 +199,20 @@ pub fn disruption_cluster(
     let mut facts = BTreeMap::new();
     let mut pod_no = 0;
     for i in 0..nodes {
-        let it = &types[[7, 15, 31][rng.below(3)]];
+        let drawn: Vec<(Resources, bool)> = (0..pods_per_node)
+            .map(|_| {
+                let requests = random_requests(&mut rng);
+                (requests, (rng.below(1000) as f64) < fill * 1000.0)
+            })
+            .collect();
+        let needed = drawn.iter().fold(Resources::ZERO, |a, (r, _)| a + *r);
+        let pick = [7, 15, 31][rng.below(3)];
+        let Some(it) = types[pick..]
+            .iter()
+            .find(|t| needed.fits_in(&t.allocatable()))
+        else {
+            panic!("no benchmark type holds {pods_per_node} pods");
+        };
         let zone = ZONES[i % ZONES.len()];
         let name = format!("node-{i:05}");
         let mut node_labels = it.requirements.single_valued_labels();
@@ -206,16 +223,9 @@ pub fn disruption_cluster(
         );
         node_labels.insert(labels::NODE_POOL.into(), "default".into());
         node_labels.insert(labels::HOSTNAME.into(), name.clone());
-        let mut free = it.allocatable();
         let mut pods = Vec::new();
-        for _ in 0..pods_per_node {
-            let requests = random_requests(&mut rng);
+        for (requests, keep) in drawn {
             pod_no += 1;
-            let keep = (rng.below(1000) as f64) < fill * 1000.0;
-            if !requests.fits_in(&free) {
-                continue;
-            }
-            free = free.saturating_sub(&requests);
             if keep {
                 pods.push(Pod::new("default", &format!("pod-{pod_no}"), requests));
             }
@@ -268,4 +278,145 @@ pub fn disruption_cluster(
         now,
         options: Default::default(),
     }
+}
+
+/// The cluster after `plan` ran to completion, for benchmarks that apply plans repeatedly (the
+/// consolidation-quality report). `simulations` is what [`crate::disruption::plan_traced`]
+/// returned with the plan. Every disrupted node is gone; every replacement is an initialized,
+/// ready node of its cheapest option (zone and capacity type of that option), named
+/// `replacement-<round>-<command>-<index>`; every pod of a disrupted node is bound where the
+/// plan's last simulation puts it. Pods of a disrupted node that no simulation moves are
+/// dropped.
+///
+/// Why the last simulation and not each command's moves: a command's moves are decided before
+/// later commands take their nodes, and each later simulation places the pods of every earlier
+/// command again (they are on deleting nodes) together with its own, possibly elsewhere; bound
+/// literally, the moves of different commands can overfill a node. The last simulation places
+/// the pods of every disrupted node at once, on the nodes that stay and the replacements: the
+/// plan's end state as the scheduler sees it.
+///
+/// Not the controller's logic (which launches, waits and drains): a benchmark's shortcut.
+pub fn apply_plan(
+    input: &crate::disruption::DisruptionInput,
+    plan: &crate::disruption::Plan,
+    simulations: &[Option<crate::disruption::simulate::Simulation>],
+    round: usize,
+) -> crate::disruption::DisruptionInput {
+    use crate::disruption::{ClaimFacts, NodeFacts};
+    use crate::snapshot::ExistingNode;
+    let mut out = input.clone();
+    let gone: std::collections::BTreeSet<&str> = plan
+        .commands
+        .iter()
+        .flat_map(|c| c.candidates.iter().map(|d| d.node.as_str()))
+        .collect();
+    // Every pod of a disrupted node, by key, to be bound again where the simulation says.
+    let mut leaving: BTreeMap<crate::snapshot::PodKey, Pod> = BTreeMap::new();
+    for n in &input.snapshot.nodes {
+        if gone.contains(n.name.as_str()) {
+            leaving.extend(n.pods.iter().map(|p| (p.key.clone(), p.clone())));
+        }
+    }
+    out.snapshot
+        .nodes
+        .retain(|n| !gone.contains(n.name.as_str()));
+    for name in &gone {
+        out.nodes.remove(*name);
+    }
+    // Replacements, by the name the planner gave the launched node (`replacement-<command>-
+    // <index>`).
+    let mut renamed: BTreeMap<String, String> = BTreeMap::new();
+    for (ci, cmd) in plan.commands.iter().enumerate() {
+        for (ri, r) in cmd.replacements.iter().enumerate() {
+            let option = r
+                .instance_types
+                .first()
+                .expect("a replacement has an option");
+            let pool = input
+                .snapshot
+                .node_pools
+                .iter()
+                .find(|p| p.name == r.node_pool)
+                .expect("the replacement's pool");
+            let it = pool
+                .instance_types
+                .iter()
+                .find(|t| t.name == option.name)
+                .expect("the replacement's type");
+            let name = format!("replacement-{round}-{ci}-{ri}");
+            let mut node_labels = r.requirements.single_valued_labels();
+            node_labels.extend(it.requirements.single_valued_labels());
+            node_labels.insert(labels::ZONE.into(), option.zone.clone());
+            node_labels.insert(labels::CAPACITY_TYPE.into(), option.capacity_type.clone());
+            node_labels.insert(labels::NODE_POOL.into(), r.node_pool.clone());
+            node_labels.insert(labels::HOSTNAME.into(), name.clone());
+            out.snapshot.nodes.push(ExistingNode {
+                name: name.clone(),
+                labels: node_labels,
+                taints: pool.taints.clone(),
+                allocatable: it.allocatable(),
+                other_allocatable: BTreeMap::new(),
+                pods: Vec::new(),
+                in_flight: false,
+                marked_for_deletion: false,
+            });
+            out.nodes.insert(
+                name.clone(),
+                NodeFacts {
+                    claim: Some(ClaimFacts {
+                        name: name.clone(),
+                        node_pool: r.node_pool.clone(),
+                        created: input.now,
+                        initialized_at: Some(input.now),
+                        last_pod_event: None,
+                        drifted: None,
+                        expire_after: None,
+                        termination_grace_period: None,
+                        instance_type: Some(it.name.clone()),
+                        zone: Some(option.zone.clone()),
+                        capacity_type: Some(option.capacity_type.clone()),
+                    }),
+                    initialized: true,
+                    ready: true,
+                    ..NodeFacts::default()
+                },
+            );
+            renamed.insert(format!("replacement-{ci}-{ri}"), name);
+        }
+    }
+    let last = simulations
+        .iter()
+        .enumerate()
+        .rev()
+        .find_map(|(ci, s)| s.as_ref().map(|s| (ci, s)));
+    if let Some((ci, sim)) = last {
+        let mut bind = |pod: &crate::snapshot::PodKey, node: &str| {
+            let Some(p) = leaving.remove(pod) else {
+                return;
+            };
+            out.snapshot
+                .nodes
+                .iter_mut()
+                .find(|n| n.name == node)
+                .unwrap_or_else(|| panic!("{pod} placed on {node}: no such node"))
+                .pods
+                .push(p);
+        };
+        for e in &sim.decision.existing {
+            let node = renamed.get(&e.node).unwrap_or(&e.node).clone();
+            for pod in &e.pods {
+                bind(pod, &node);
+            }
+        }
+        for (ri, claim) in sim.decision.new_node_claims.iter().enumerate() {
+            let node = renamed
+                .get(&format!("replacement-{ci}-{ri}"))
+                .expect("the command's replacement")
+                .clone();
+            for pod in &claim.pods {
+                bind(pod, &node);
+            }
+        }
+    }
+    out
 }

@@ -350,3 +350,82 @@ pub struct Snapshot {
     /// Namespace labels, for pod affinity namespace selectors.
     pub namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
 }
+
+/// A [`Snapshot`] assembled from borrowed parts, so a caller that solves many variants of one
+/// cluster (disruption's simulations: the same nodes minus a few, plus the pods that move) hands
+/// the scheduler references instead of cloning every node and pod each time. The scheduler
+/// reads it exactly as it reads the snapshot it describes.
+#[derive(Clone, Debug)]
+pub struct SnapshotView<'a> {
+    /// Pods to place, in order.
+    pub pods: Vec<&'a Pod>,
+    /// Existing nodes and in-flight NodeClaims, in order.
+    pub nodes: Vec<&'a ExistingNode>,
+    /// Per entry of `nodes`, what its bound pods use, when the caller computed it once for
+    /// many solves ([`NodeUsage::of`] the same node); `None` lets the scheduler add it up.
+    pub usage: Option<Vec<&'a NodeUsage>>,
+    /// NodePools with their instance types.
+    pub node_pools: &'a [NodePoolInput],
+    /// One pod template per DaemonSet.
+    pub daemon_sets: &'a [Pod],
+    /// Namespace labels, for pod affinity namespace selectors.
+    pub namespace_labels: &'a BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl<'a> SnapshotView<'a> {
+    /// A view of every part of `snapshot`.
+    pub fn of(snapshot: &'a Snapshot) -> SnapshotView<'a> {
+        SnapshotView {
+            pods: snapshot.pods.iter().collect(),
+            nodes: snapshot.nodes.iter().collect(),
+            usage: None,
+            node_pools: &snapshot.node_pools,
+            daemon_sets: &snapshot.daemon_sets,
+            namespace_labels: &snapshot.namespace_labels,
+        }
+    }
+
+    /// The snapshot this view describes, cloned out.
+    pub fn to_snapshot(&self) -> Snapshot {
+        Snapshot {
+            pods: self.pods.iter().map(|p| (*p).clone()).collect(),
+            nodes: self.nodes.iter().map(|n| (*n).clone()).collect(),
+            node_pools: self.node_pools.to_vec(),
+            daemon_sets: self.daemon_sets.to_vec(),
+            namespace_labels: self.namespace_labels.clone(),
+        }
+    }
+}
+
+/// What a node's bound pods take, added up once: the scheduler reads this of every node at the
+/// start of every solve, and a caller solving many variants of one cluster (disruption's
+/// simulations) can hand it over instead of having every pod of every node read each time.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeUsage {
+    /// Sum of the bound pods' requests (saturating, in pod order).
+    pub requests: Resources,
+    /// Sum of the bound pods' requests of non-native resources, per name (a name a pod lists
+    /// with 0 is present with 0).
+    pub other_requests: BTreeMap<String, i64>,
+    /// The bound pods' host ports, in pod order.
+    pub host_ports: Vec<HostPort>,
+    /// Some bound pod has required pod anti-affinity terms.
+    pub anti_affinity: bool,
+}
+
+impl NodeUsage {
+    /// Adds up `node`'s bound pods.
+    pub fn of(node: &ExistingNode) -> NodeUsage {
+        let mut usage = NodeUsage::default();
+        for p in &node.pods {
+            usage.requests += p.requests;
+            for (k, v) in &p.other_requests {
+                let sum = usage.other_requests.entry(k.clone()).or_insert(0);
+                *sum = sum.wrapping_add(*v);
+            }
+            usage.host_ports.extend(p.host_ports.iter().cloned());
+            usage.anti_affinity |= !p.pod_anti_affinity.is_empty();
+        }
+        usage
+    }
+}

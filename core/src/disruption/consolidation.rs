@@ -11,7 +11,7 @@ use crate::snapshot::NodePoolInput;
 use super::candidates::Candidate;
 use super::input::DisruptionOptions;
 use super::reasons::KeptReason;
-use super::simulate::Simulation;
+use super::simulate::Answer;
 
 /// Spot-to-spot single-node consolidation needs this many cheaper types, and offers only
 /// this many (the cheapest), so the next pass cannot find 15 cheaper ones again.
@@ -140,7 +140,7 @@ fn options(priced: &[Priced<'_>]) -> Vec<InstanceTypeOption> {
 /// the multi-node rules (same-type filter, no 15-type minimum, never several replacements).
 pub fn decide(
     candidates: &[&Candidate<'_>],
-    sim: &Simulation,
+    sim: &Answer,
     pools: &[NodePoolInput],
     options: &DisruptionOptions,
     multi: bool,
@@ -157,7 +157,7 @@ pub fn decide(
             why: why.clone(),
         });
     }
-    let new = &sim.decision.new_node_claims;
+    let new = &sim.placement.new_node_claims;
     if new.is_empty() {
         return Outcome::Delete;
     }

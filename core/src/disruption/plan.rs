@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::api::nodepool::{Budget, DisruptionReason};
 use crate::instance_type::InstanceType;
 use crate::scheduling::SolveOptions;
-use crate::snapshot::{ExistingNode, PodKey};
+use crate::snapshot::{ExistingNode, NodeUsage, PodKey};
 
 use super::budgets::{BudgetMap, PoolCounts};
 use super::candidates::{Candidate, by_cost, candidates};
@@ -17,7 +17,7 @@ use super::command::{Action, Command, Destination, Disrupted, Kept, Method, Plan
 use super::consolidation::{self, Outcome, Replacement};
 use super::input::DisruptionInput;
 use super::reasons::KeptReason;
-use super::simulate::{Removal, Simulation, simulate};
+use super::simulate::{Answer, Moving, Removal, Simulation, answer, distinct_keys, origins, view};
 
 /// How long a node that a command planned pods onto is not a candidate (Karpenter: 20 s).
 pub const NOMINATION: Duration = Duration::from_secs(20);
@@ -44,12 +44,17 @@ struct Planner<'a> {
     nominated: BTreeSet<String>,
     /// Replacements launched by commands of this plan.
     launched: Vec<ExistingNode>,
+    /// What every node's bound pods use, the snapshot's nodes then `launched` (added up once
+    /// for all simulations).
+    usage: Vec<NodeUsage>,
     commands: Vec<Command>,
     /// What the last pass found for each node it evaluated.
     found: BTreeMap<usize, Vec<KeptReason>>,
     /// Keep each command's simulation (tests).
     trace: bool,
-    /// The simulation of the command being built, until it is applied.
+    /// No two pods of the input share a key (see [`super::simulate::distinct_keys`]).
+    distinct_keys: bool,
+    /// The simulation of the command being built, until it is applied (when tracing).
     last_sim: Option<Simulation>,
     /// One entry per command, when tracing.
     traces: Vec<Option<Simulation>>,
@@ -76,9 +81,11 @@ impl<'a> Planner<'a> {
             deleting,
             nominated: BTreeSet::new(),
             launched: Vec::new(),
+            usage: input.snapshot.nodes.iter().map(NodeUsage::of).collect(),
             commands: Vec::new(),
             found: BTreeMap::new(),
             trace,
+            distinct_keys: distinct_keys(input),
             last_sim: None,
             traces: Vec::new(),
         }
@@ -190,34 +197,56 @@ impl<'a> Planner<'a> {
         }
     }
 
-    fn simulate(&self, cands: &[Candidate<'_>], removed: &[&Candidate<'_>]) -> Simulation {
-        let mut indices: BTreeSet<usize> = self.deleting.clone();
-        indices.extend(removed.iter().map(|c| c.index));
+    /// The scheduler's answer with `removed` gone as well as the deleting nodes; when
+    /// tracing, also the copy of its input (a [`Simulation`]).
+    fn simulate(&self, cands: &[Candidate<'a>], removed: &[&Candidate<'a>]) -> Sim<'a> {
+        let mut mask = vec![false; self.input.snapshot.nodes.len()];
+        for &i in &self.deleting {
+            mask[i] = true;
+        }
+        for c in removed {
+            mask[c.index] = true;
+        }
         let mut moving = Vec::new();
-        let mut from_deleting = BTreeSet::new();
         for c in cands {
             if self.deleting.contains(&c.index) {
-                for p in &c.moving {
-                    moving.push((*p, c.name()));
-                    from_deleting.insert(p.key.clone());
-                }
+                moving.extend(c.moving.iter().map(|p| Moving {
+                    pod: p,
+                    from: c.node.name.as_str(),
+                    from_deleting: true,
+                }));
             }
         }
         for c in removed {
-            for p in &c.moving {
-                moving.push((*p, c.name()));
-            }
+            moving.extend(c.moving.iter().map(|p| Moving {
+                pod: p,
+                from: c.node.name.as_str(),
+                from_deleting: false,
+            }));
         }
-        simulate(
-            self.input,
-            &Removal {
-                removed: &indices,
-                moving,
-                from_deleting: &from_deleting,
-                launched: &self.launched,
-            },
-            &self.solve,
-        )
+        let removal = Removal {
+            removed: &mask,
+            moving: &moving,
+            launched: &self.launched,
+            usage: Some(&self.usage),
+            distinct_keys: self.distinct_keys,
+        };
+        let answer = answer(self.input, &removal, &self.solve);
+        let traced = self.trace.then(|| {
+            let view = view(self.input, &removal);
+            Simulation {
+                decision: answer.placement.to_decision(&view),
+                snapshot: view.to_snapshot(),
+                failures: answer.failures.clone(),
+                origin: origins(&removal),
+            }
+        });
+        Sim {
+            answer,
+            mask,
+            moving,
+            traced,
+        }
     }
 
     fn pool_types(&self, name: &str) -> Option<&'a [InstanceType]> {
@@ -267,7 +296,7 @@ impl<'a> Planner<'a> {
                 continue;
             }
             let sim = self.simulate(cands, &[*c]);
-            if let Some((pod, why)) = sim.failures.first() {
+            if let Some((pod, why)) = sim.answer.failures.first() {
                 // Named as consolidation names it (consolidation::decide).
                 let reason = match why.strip_prefix("would schedule against uninitialized node ") {
                     Some(node) => KeptReason::UninitializedDestination {
@@ -283,7 +312,8 @@ impl<'a> Planner<'a> {
                 continue;
             }
             let replacements = sim
-                .decision
+                .answer
+                .placement
                 .new_node_claims
                 .iter()
                 .map(Replacement::from_claim)
@@ -400,12 +430,13 @@ impl<'a> Planner<'a> {
         }
         let types = &self.input.snapshot.node_pools;
         let (mut lo, mut hi) = (2usize, batch.len());
-        let mut best: Option<(usize, Simulation, Outcome)> = None;
+        let mut best: Option<(usize, Sim<'a>, Outcome)> = None;
         while lo <= hi {
             let mid = (lo + hi) / 2;
             let prefix = &batch[..mid];
             let sim = self.simulate(cands, prefix);
-            let outcome = consolidation::decide(prefix, &sim, types, &self.input.options, true);
+            let outcome =
+                consolidation::decide(prefix, &sim.answer, types, &self.input.options, true);
             let valid = matches!(outcome, Outcome::Delete | Outcome::Replace(_));
             if valid && self.savings_ok(prefix, &outcome) {
                 best = Some((mid, sim, outcome));
@@ -441,7 +472,8 @@ impl<'a> Planner<'a> {
                 continue;
             }
             let sim = self.simulate(cands, &[c]);
-            let outcome = consolidation::decide(&[c], &sim, types, &self.input.options, false);
+            let outcome =
+                consolidation::decide(&[c], &sim.answer, types, &self.input.options, false);
             match &outcome {
                 Outcome::Keep(r) => {
                     self.note(c, r.clone());
@@ -474,39 +506,15 @@ impl<'a> Planner<'a> {
         &mut self,
         method: Method,
         batch: &[&Candidate<'_>],
-        sim: Option<&Simulation>,
+        sim: Option<&Sim<'a>>,
         replacements: Vec<Replacement>,
     ) -> Command {
         let mut moves = Vec::new();
         if self.trace {
-            self.last_sim = sim.cloned();
+            self.last_sim = sim.and_then(|s| s.traced.clone());
         }
         if let Some(sim) = sim {
-            let leaving: BTreeSet<&str> = batch.iter().map(|c| c.name()).collect();
-            let from = |pod: &PodKey| sim.origin.get(pod).filter(|o| leaving.contains(o.as_str()));
-            for plan in &sim.decision.existing {
-                for pod in &plan.pods {
-                    if let Some(o) = from(pod) {
-                        moves.push(PodMove {
-                            pod: pod.clone(),
-                            from: o.clone(),
-                            to: Destination::Node(plan.node.clone()),
-                        });
-                    }
-                }
-            }
-            for (i, claim) in sim.decision.new_node_claims.iter().enumerate() {
-                for pod in &claim.pods {
-                    if let Some(o) = from(pod) {
-                        moves.push(PodMove {
-                            pod: pod.clone(),
-                            from: o.clone(),
-                            to: Destination::Replacement(i),
-                        });
-                    }
-                }
-            }
-            moves.sort_by(|a, b| a.pod.cmp(&b.pod));
+            moves = self.moves(batch, sim);
         }
         Command {
             method,
@@ -521,6 +529,87 @@ impl<'a> Planner<'a> {
             replacements,
             moves,
         }
+    }
+
+    /// The pods the simulation moves off the batch's nodes, by pod.
+    fn moves(&self, batch: &[&Candidate<'_>], sim: &Sim<'a>) -> Vec<PodMove> {
+        let removal = Removal {
+            removed: &sim.mask,
+            moving: &sim.moving,
+            launched: &self.launched,
+            usage: Some(&self.usage),
+            distinct_keys: self.distinct_keys,
+        };
+        let view = view(self.input, &removal);
+        let placement = &sim.answer.placement;
+        let mut moves = Vec::new();
+        if self.distinct_keys {
+            // A pod's position names it: the scheduler was given the pending pods, then the
+            // moving ones; those not from a deleting node leave the batch.
+            let pending = self.input.snapshot.pods.len();
+            let leaving = |i: usize| {
+                i.checked_sub(pending)
+                    .map(|m| &sim.moving[m])
+                    .filter(|m| !m.from_deleting)
+            };
+            let destinations = placement
+                .existing
+                .iter()
+                .map(|(ni, pods)| (Destination::Node(view.nodes[*ni].name.clone()), pods))
+                .chain(
+                    placement
+                        .claim_pods
+                        .iter()
+                        .enumerate()
+                        .map(|(c, pods)| (Destination::Replacement(c), pods)),
+                );
+            for (to, pods) in destinations {
+                for &i in pods {
+                    if let Some(m) = leaving(i) {
+                        moves.push(PodMove {
+                            pod: m.pod.key.clone(),
+                            from: m.from.to_owned(),
+                            to: to.clone(),
+                        });
+                    }
+                }
+            }
+        } else {
+            // By key: the pods listed for the batch's nodes, by the node they leave (listed
+            // after the deleting nodes' pods, in batch order: the last listing wins).
+            let decision = placement.to_decision(&view);
+            let mut leaving: BTreeMap<&PodKey, &str> = BTreeMap::new();
+            for c in batch {
+                for p in &c.moving {
+                    leaving.insert(&p.key, c.name());
+                }
+            }
+            let from = |pod: &PodKey| leaving.get(pod).map(|o| o.to_string());
+            for plan in &decision.existing {
+                for pod in &plan.pods {
+                    if let Some(o) = from(pod) {
+                        moves.push(PodMove {
+                            pod: pod.clone(),
+                            from: o,
+                            to: Destination::Node(plan.node.clone()),
+                        });
+                    }
+                }
+            }
+            for (i, claim) in decision.new_node_claims.iter().enumerate() {
+                for pod in &claim.pods {
+                    if let Some(o) = from(pod) {
+                        moves.push(PodMove {
+                            pod: pod.clone(),
+                            from: o,
+                            to: Destination::Replacement(i),
+                        });
+                    }
+                }
+            }
+        }
+        moves.sort_by(|a, b| a.pod.cmp(&b.pod));
+        moves
     }
 
     /// The next pass sees the command's nodes deleting, its replacements launching and its
@@ -538,6 +627,7 @@ impl<'a> Planner<'a> {
         }
         for (i, r) in cmd.replacements.iter().enumerate() {
             if let Some(node) = self.launched_node(r, self.commands.len(), i) {
+                self.usage.push(NodeUsage::of(&node));
                 self.launched.push(node);
             }
         }
@@ -639,6 +729,17 @@ impl<'a> Planner<'a> {
         };
         (plan, self.traces)
     }
+}
+
+/// One simulation as the planner keeps it.
+struct Sim<'a> {
+    answer: Answer,
+    /// Nodes removed (by index in the input snapshot).
+    mask: Vec<bool>,
+    /// The pods it moved, in the order the scheduler was given them after the pending ones.
+    moving: Vec<Moving<'a>>,
+    /// The full simulation, when tracing.
+    traced: Option<Simulation>,
 }
 
 fn disrupted(c: &Candidate<'_>) -> Disrupted {

@@ -7,7 +7,7 @@ use super::solver::{Solver, TopologyContext};
 use super::topology::{GroupKind, Topology};
 use crate::labels;
 use crate::requirements::{Incompatibility, Requirement, Requirements};
-use crate::resources::{RESOURCE_NAMES, Resources};
+use crate::resources::{NUM_RESOURCES, RESOURCE_NAMES, Resources};
 use crate::snapshot::{HostPort, Taint, untolerated};
 
 /// Why a pod cannot go to a node or claim.
@@ -118,31 +118,41 @@ impl Solver<'_> {
         state: &PodState,
         ctx: &TopologyContext,
     ) -> Result<(), Reject> {
-        let node = &self.snap.nodes[ni];
+        // The pod and the node are read only when the copies in `infos` and `nodes` cannot
+        // answer (a large solve's pods and nodes are scattered in memory).
         let data = &self.nodes[ni];
-        let pod = &self.snap.pods[state.pod];
-        if node.marked_for_deletion {
+        let info = &self.infos[state.pod];
+        if data.marked_for_deletion {
             return Err(Reject::Deleting);
         }
-        if let Some(slot) = pod.requests.first_exceeding(&data.remaining) {
+        if let Some(slot) = info.requests.first_exceeding(&data.remaining) {
             return Err(Reject::Resources {
                 slot,
-                need: pod.requests.0[slot],
+                need: info.requests.0[slot],
                 have: data.remaining.0[slot],
             });
         }
-        for (name, amount) in &pod.other_requests {
+        let pod = (!info.plain).then(|| self.snap.pods[state.pod]);
+        for (name, amount) in pod.iter().flat_map(|p| &p.other_requests) {
             if data.other_remaining.get(name).copied().unwrap_or(0) < *amount {
                 return Err(Reject::OtherResource(name.clone()));
             }
         }
-        if let Some(t) = untolerated(&node.taints, &state.tolerations) {
+        if data.tainted
+            && let Some(t) = untolerated(&self.snap.nodes[ni].taints, &state.tolerations)
+        {
             return Err(Reject::Taint(t.clone()));
         }
-        data.label_reqs
-            .compatible_with(&state.requirements, false)
-            .map_err(Reject::Requirements)?;
-        if let Some(p) = port_conflict(&data.host_ports, &pod.host_ports) {
+        // Nothing is incompatible with no requirements.
+        if !state.requirements.is_empty() {
+            data.label_reqs
+                .get_or_init(|| Requirements::from_labels(&self.snap.nodes[ni].labels))
+                .compatible_with(&state.requirements, false)
+                .map_err(Reject::Requirements)?;
+        }
+        if let Some(pod) = pod
+            && let Some(p) = port_conflict(&data.host_ports, &pod.host_ports)
+        {
             return Err(Reject::HostPort(p));
         }
         self.topology_plan(Target::Node(ni), state, ctx).map(|_| ())
@@ -155,13 +165,14 @@ impl Solver<'_> {
         req_id: u32,
         ctx: &TopologyContext,
     ) -> Result<ClaimUpdate, Reject> {
-        let pod = &self.snap.pods[state.pod];
+        let info = &self.infos[state.pod];
+        let pod = (!info.plain).then(|| self.snap.pods[state.pod]);
         let claim = &self.claims[ci];
         let pool_index = claim.pool;
-        if let Some(name) = pod.other_requests.keys().next() {
+        if let Some(name) = pod.and_then(|p| p.other_requests.keys().next()) {
             return Err(Reject::OtherResource(name.clone()));
         }
-        let requests = claim.requests + pod.requests;
+        let requests = claim.requests + info.requests;
         if let Some(slot) = requests.first_exceeding(&claim.max_alloc) {
             // A fresh claim that lost types to the pool's limits fails because of the limits.
             let pool = &self.pools[pool_index];
@@ -180,7 +191,9 @@ impl Solver<'_> {
         if let Some(t) = untolerated(&self.pools[pool_index].input.taints, &state.tolerations) {
             return Err(Reject::Taint(t.clone()));
         }
-        if let Some(p) = port_conflict(&claim.host_ports, &pod.host_ports) {
+        if let Some(pod) = pod
+            && let Some(p) = port_conflict(&claim.host_ports, &pod.host_ports)
+        {
             return Err(Reject::HostPort(p));
         }
         let mut new_reqs: Option<Requirements> = None;
@@ -254,11 +267,17 @@ impl Solver<'_> {
         let affected = new_reqs
             .as_ref()
             .is_some_and(|r| self.pools[pool_index].types_affected(&self.claims[ci].reqs, r));
-        let reqs_for_filter = new_reqs
-            .clone()
-            .unwrap_or_else(|| self.claims[ci].reqs.clone());
-        let (types, max_alloc, max_capacity) =
-            self.filter_types(ci, &reqs_for_filter, &requests, affected)?;
+        let compatible = match (&new_reqs, affected) {
+            (Some(r), true) => Some(self.pools[pool_index].compatible_types(r)),
+            _ => None,
+        };
+        let reqs_for_filter = new_reqs.as_ref().unwrap_or(&self.claims[ci].reqs);
+        let (types, max_alloc, max_capacity) = self.fit_types(
+            ci,
+            reqs_for_filter,
+            &requests,
+            compatible.as_ref().map(|l| l.as_slice()),
+        )?;
         let pool = &self.pools[pool_index];
         for (key, req) in reqs_for_filter.iter() {
             if let Some(min) = req.min_values {
@@ -290,20 +309,49 @@ impl Solver<'_> {
         requests: &Resources,
         check_reqs: bool,
     ) -> Result<(Vec<u32>, Resources, Resources), Reject> {
-        let pool_index = self.claims[ci].pool;
-        let compatible = if check_reqs {
-            Some(self.pools[pool_index].compatible_types(reqs))
-        } else {
-            None
-        };
-        let pool = &self.pools[pool_index];
+        let compatible =
+            check_reqs.then(|| self.pools[self.claims[ci].pool].compatible_types(reqs));
+        self.fit_types(
+            ci,
+            reqs,
+            requests,
+            compatible.as_ref().map(|l| l.as_slice()),
+        )
+    }
+
+    /// The claim's types that fit `requests` and, when a list of the pool's types compatible
+    /// with `reqs` is given, are on it; with their slot-wise maxima of allocatable and
+    /// capacity.
+    fn fit_types(
+        &self,
+        ci: usize,
+        reqs: &Requirements,
+        requests: &Resources,
+        compatible: Option<&[u32]>,
+    ) -> Result<(Vec<u32>, Resources, Resources), Reject> {
+        let pool = &self.pools[self.claims[ci].pool];
         let claim = &self.claims[ci];
+        // This runs for every pod a claim takes, over up to hundreds of types: which types fit
+        // comes from the pool's per-slot index, for the slots the requests use only (a zero
+        // request fits any slot when no type has a negative allocatable), and the maxima are
+        // recomputed only when a type that reached one drops out.
+        let mut slots = [0usize; NUM_RESOURCES];
+        let mut used = 0;
+        for (s, &amount) in requests.0.iter().enumerate() {
+            if amount != 0 || !pool.allocatable_nonnegative {
+                slots[used] = s;
+                used += 1;
+            }
+        }
+        let slots = &slots[..used];
+        let fitting = pool.fitting(requests, slots);
+        let fits = |t: u32| fitting[t as usize / 64] >> (t % 64) & 1 == 1;
         let mut out = Vec::with_capacity(claim.types.len());
         let mut fit_reqs = 0;
         let mut cursor = 0;
-        let (mut max_alloc, mut max_capacity) = (Resources::ZERO, Resources::ZERO);
+        let mut maxima_changed = compatible.is_some();
         for &t in &claim.types {
-            if let Some(list) = &compatible {
+            if let Some(list) = compatible {
                 while cursor < list.len() && list[cursor] < t {
                     cursor += 1;
                 }
@@ -312,20 +360,21 @@ impl Solver<'_> {
                 }
             }
             fit_reqs += 1;
-            let info = &pool.types[t as usize];
-            if requests.fits_in(&info.allocatable) {
+            if fits(t) {
                 out.push(t);
-                max_alloc = max_alloc.slot_max(&info.allocatable);
-                max_capacity = max_capacity.slot_max(&info.capacity);
+            } else if !maxima_changed {
+                let info = &pool.types[t as usize];
+                maxima_changed = (0..NUM_RESOURCES).any(|s| {
+                    info.allocatable.0[s] >= claim.max_alloc.0[s]
+                        || info.capacity.0[s] >= claim.max_capacity.0[s]
+                });
             }
         }
         if out.is_empty() {
             if claim.pods.is_empty() && claim.types.len() < pool.types.len() {
                 // Would a type the limits removed have fitted? Then the limits are the reason.
                 let fits_without_limits = pool.types.iter().enumerate().any(|(i, t)| {
-                    compatible
-                        .as_ref()
-                        .is_none_or(|list| list.binary_search(&(i as u32)).is_ok())
+                    compatible.is_none_or(|list| list.binary_search(&(i as u32)).is_ok())
                         && requests.fits_in(&t.allocatable)
                 });
                 if fits_without_limits {
@@ -338,6 +387,12 @@ impl Solver<'_> {
                 shown, *requests, fit_reqs,
             ))));
         }
+        let (max_alloc, max_capacity) = if maxima_changed {
+            super::claims::maxima(pool, &out)
+        } else {
+            // Every type that left was below the maxima in every slot.
+            (claim.max_alloc, claim.max_capacity)
+        };
         Ok((out, max_alloc, max_capacity))
     }
 

@@ -101,3 +101,39 @@ impl Decision {
                 .sum::<usize>()
     }
 }
+
+/// The scheduler's decision by position in the snapshot it was placed from: what a
+/// [`Decision`] says, without copying a pod's name for every placement. For callers that solve
+/// many variants of one cluster and name the pods of few answers
+/// ([`Placement::to_decision`] gives the decision).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Placement {
+    /// Per existing node that takes pods, in node order: its index in the snapshot's `nodes`
+    /// and the indices (in its `pods`) of the pods placed there, in scheduling order.
+    pub existing: Vec<(usize, Vec<usize>)>,
+    /// Nodes to launch, as in [`Decision::new_node_claims`] but with `pods` left empty:
+    /// `claim_pods` lists them.
+    pub new_node_claims: Vec<NewNodeClaim>,
+    /// Per entry of `new_node_claims`, the indices of its pods in scheduling order.
+    pub claim_pods: Vec<Vec<usize>>,
+    /// Pods that cannot be placed, by index (ascending), with the reason.
+    pub unschedulable: Vec<(usize, String)>,
+    /// Placed pods whose preferences had to be dropped, by index (ascending), with what was
+    /// dropped in order.
+    pub relaxed: Vec<(usize, Vec<String>)>,
+}
+
+impl Placement {
+    /// As [`Decision::new_cost_per_hour`].
+    pub fn new_cost_per_hour(&self) -> f64 {
+        self.new_node_claims
+            .iter()
+            .fold(0.0, |acc, c| acc + c.cheapest_price())
+    }
+
+    /// As [`Decision::placed_pods`].
+    pub fn placed_pods(&self) -> usize {
+        self.existing.iter().map(|e| e.1.len()).sum::<usize>()
+            + self.claim_pods.iter().map(Vec::len).sum::<usize>()
+    }
+}

@@ -8,6 +8,7 @@
 mod checks;
 mod claims;
 mod decision;
+mod fasthash;
 mod new_nodes;
 mod output;
 mod packing;
@@ -19,8 +20,10 @@ mod solver;
 mod topology;
 pub mod verify;
 
-pub use decision::{Decision, ExistingNodePlan, InstanceTypeOption, NewNodeClaim, Unschedulable};
-pub use solver::{Packing, SolveOptions, solve};
+pub use decision::{
+    Decision, ExistingNodePlan, InstanceTypeOption, NewNodeClaim, Placement, Unschedulable,
+};
+pub use solver::{Packing, SolveOptions, place, solve, solve_view};
 pub use verify::{Violation, verify};
 
 /// Karpenter launches with at most this many instance type options per NodeClaim.

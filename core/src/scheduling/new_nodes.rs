@@ -7,11 +7,11 @@ use super::preferences::PodState;
 use super::solver::{Solver, TopologyContext, node_label};
 use crate::labels;
 use crate::resources::Resources;
-use crate::snapshot::{Snapshot, untolerated};
+use crate::snapshot::{SnapshotView, untolerated};
 
 /// How many nodes of the snapshot belong to pool `name` (labelled `karpenter.sh/nodepool`),
 /// in-flight claims and nodes being deleted included, as the pool's `usage` counts them.
-pub(crate) fn pool_nodes(snap: &Snapshot, name: &str) -> usize {
+pub(crate) fn pool_nodes(snap: &SnapshotView<'_>, name: &str) -> usize {
     snap.nodes
         .iter()
         .filter(|n| n.labels.get(labels::NODE_POOL).is_some_and(|p| p == name))

@@ -1,23 +1,20 @@
-//! Turning the solver's final state into a [`Decision`].
+//! Turning the solver's final state into a [`Placement`], and a placement into a [`Decision`].
 
 use super::decision::{
-    Decision, ExistingNodePlan, InstanceTypeOption, NewNodeClaim, Unschedulable,
+    Decision, ExistingNodePlan, InstanceTypeOption, NewNodeClaim, Placement, Unschedulable,
 };
 use super::pools::PoolData;
 use super::solver::{SolveOptions, Solver};
 use crate::labels;
 use crate::requirements::Requirements;
+use crate::snapshot::SnapshotView;
 
 impl Solver<'_> {
-    pub(crate) fn into_decision(self, options: &SolveOptions) -> Decision {
-        let pods = &self.snap.pods;
-        let mut decision = Decision::default();
-        for (ni, node) in self.nodes.iter().enumerate() {
+    pub(crate) fn into_placement(self, options: &SolveOptions) -> Placement {
+        let mut placement = Placement::default();
+        for (ni, node) in self.nodes.into_iter().enumerate() {
             if !node.assigned.is_empty() {
-                decision.existing.push(ExistingNodePlan {
-                    node: self.snap.nodes[ni].name.clone(),
-                    pods: node.assigned.iter().map(|&i| pods[i].key.clone()).collect(),
-                });
+                placement.existing.push((ni, node.assigned));
             }
         }
         for claim in &self.claims {
@@ -68,33 +65,61 @@ impl Solver<'_> {
             requirements.remove(labels::HOSTNAME);
             let mut labels_out = pool.input.labels.clone();
             labels_out.extend(requirements.single_valued_labels());
-            decision.new_node_claims.push(NewNodeClaim {
+            placement.new_node_claims.push(NewNodeClaim {
                 node_pool: pool.input.name.clone(),
                 hostname: claim.hostname.clone(),
                 requirements,
                 instance_types: options_list,
-                pods: claim.pods.iter().map(|&i| pods[i].key.clone()).collect(),
+                pods: Vec::new(),
                 pod_requests: claim.requests - pool.daemon_overhead,
                 daemon_overhead: pool.daemon_overhead,
                 labels: labels_out,
                 taints: pool.input.taints.clone(),
             });
+            placement.claim_pods.push(claim.pods.clone());
         }
         for (i, &placed) in self.placed.iter().enumerate() {
             if !placed {
-                decision.unschedulable.push(Unschedulable {
-                    pod: pods[i].key.clone(),
-                    reason: self
-                        .failures
+                placement.unschedulable.push((
+                    i,
+                    self.failures
                         .get(&i)
                         .cloned()
                         .unwrap_or_else(|| "not attempted".to_string()),
-                });
+                ));
             }
         }
+        placement.relaxed = self.relax_notes.into_iter().collect();
+        placement
+    }
+}
+
+impl Placement {
+    /// The same decision naming pods and nodes; `snapshot` is the one it was placed from.
+    pub fn to_decision(&self, snapshot: &SnapshotView<'_>) -> Decision {
+        let pods = &snapshot.pods;
+        let mut decision = Decision::default();
+        for (ni, assigned) in &self.existing {
+            decision.existing.push(ExistingNodePlan {
+                node: snapshot.nodes[*ni].name.clone(),
+                pods: assigned.iter().map(|&i| pods[i].key.clone()).collect(),
+            });
+        }
+        for (claim, assigned) in self.new_node_claims.iter().zip(&self.claim_pods) {
+            decision.new_node_claims.push(NewNodeClaim {
+                pods: assigned.iter().map(|&i| pods[i].key.clone()).collect(),
+                ..claim.clone()
+            });
+        }
+        for (i, reason) in &self.unschedulable {
+            decision.unschedulable.push(Unschedulable {
+                pod: pods[*i].key.clone(),
+                reason: reason.clone(),
+            });
+        }
         decision.unschedulable.sort_by(|a, b| a.pod.cmp(&b.pod));
-        for (i, notes) in self.relax_notes {
-            decision.relaxed.insert(pods[i].key.clone(), notes);
+        for (i, notes) in &self.relaxed {
+            decision.relaxed.insert(pods[*i].key.clone(), notes.clone());
         }
         decision
     }

@@ -1,13 +1,14 @@
 //! Per-NodePool data the solver precomputes once: the pool's compatible instance types in
 //! price order, its DaemonSet overhead, and a cache of which types suit a set of requirements.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::rc::Rc;
 
+use super::fasthash::FxHashMap;
 use crate::instance_type::InstanceType;
 use crate::labels;
 use crate::requirements::{Operator, Requirements};
-use crate::resources::Resources;
+use crate::resources::{NUM_RESOURCES, Resources};
 use crate::snapshot::{NodePoolInput, Pod, Taint, untolerated};
 
 /// One instance type of a pool, with its figures copied out for the hot loop.
@@ -32,13 +33,60 @@ pub(crate) struct PoolData<'a> {
     pub type_keys: BTreeSet<String>,
     /// Slot-wise maximum allocatable over `types`, ignoring limits.
     pub max_alloc: Resources,
+    /// No type has a negative allocatable amount in any slot (so a zero request fits every
+    /// slot, and fit checks may skip the slots a pod does not request).
+    pub allocatable_nonnegative: bool,
     /// `limits - usage - what new claims have reserved`.
     pub remaining: Resources,
     /// The pool's nodes in the snapshot (for `node_limit`).
     pub existing_nodes: usize,
     /// NodeClaims opened from this pool in this solve.
     pub opened: usize,
-    cache: HashMap<Requirements, Rc<Vec<u32>>>,
+    cache: FxHashMap<Requirements, Rc<Vec<u32>>>,
+    /// Per resource slot, which types have at least a given allocatable amount (built when a
+    /// claim first filters its types on that slot).
+    slot_fits: [std::cell::OnceCell<SlotFit>; NUM_RESOURCES],
+}
+
+/// For one resource slot, the pool's types by allocatable amount, largest first, and for each
+/// `k` the set of the first `k` as a bitset over type indices: the types with at least `r`
+/// are a binary search and a lookup away (a claim filters its types for every pod it takes).
+#[derive(Debug)]
+struct SlotFit {
+    /// Allocatable amounts, largest first.
+    amounts: Vec<i64>,
+    /// Words per bitset.
+    words: usize,
+    /// `words` words per prefix length `0..=types`.
+    prefixes: Vec<u64>,
+}
+
+impl SlotFit {
+    fn new(types: &[TypeInfo<'_>], slot: usize) -> SlotFit {
+        let words = types.len().div_ceil(64).max(1);
+        let mut order: Vec<usize> = (0..types.len()).collect();
+        order.sort_by(|&a, &b| types[b].allocatable.0[slot].cmp(&types[a].allocatable.0[slot]));
+        let mut prefixes = vec![0u64; words * (types.len() + 1)];
+        for (k, &t) in order.iter().enumerate() {
+            let (done, next) = prefixes.split_at_mut((k + 1) * words);
+            next[..words].copy_from_slice(&done[k * words..]);
+            next[t / 64] |= 1 << (t % 64);
+        }
+        SlotFit {
+            amounts: order
+                .iter()
+                .map(|&t| types[t].allocatable.0[slot])
+                .collect(),
+            words,
+            prefixes,
+        }
+    }
+
+    /// The types whose allocatable amount is at least `amount`.
+    fn at_least(&self, amount: i64) -> &[u64] {
+        let k = self.amounts.partition_point(|&a| a >= amount);
+        &self.prefixes[k * self.words..(k + 1) * self.words]
+    }
 }
 
 impl<'a> PoolData<'a> {
@@ -59,11 +107,13 @@ impl<'a> PoolData<'a> {
             types: Vec::new(),
             daemon_overhead: Resources::ZERO,
             max_alloc: Resources::ZERO,
+            allocatable_nonnegative: true,
             type_keys,
             remaining: input.limits.saturating_sub(&input.usage),
             existing_nodes,
             opened: 0,
-            cache: HashMap::new(),
+            cache: FxHashMap::default(),
+            slot_fits: Default::default(),
         };
         let mut types: Vec<(f64, &InstanceType)> = input
             .instance_types
@@ -84,6 +134,10 @@ impl<'a> PoolData<'a> {
                 price,
             })
             .collect();
+        pool.allocatable_nonnegative = pool
+            .types
+            .iter()
+            .all(|t| t.allocatable.0.iter().all(|v| *v >= 0));
         pool.max_alloc = pool
             .types
             .iter()
@@ -147,6 +201,29 @@ impl<'a> PoolData<'a> {
         let list = Rc::new(list);
         self.cache.insert(relevant, list.clone());
         list
+    }
+
+    /// The types (a bitset over indices into `types`) whose allocatable holds `requests` in
+    /// every slot of `slots`.
+    pub fn fitting(&self, requests: &Resources, slots: &[usize]) -> Vec<u64> {
+        let n = self.types.len();
+        let mut out: Vec<u64> = (0..n.div_ceil(64).max(1))
+            .map(|w| {
+                let bits = n.saturating_sub(w * 64).min(64);
+                if bits == 64 {
+                    u64::MAX
+                } else {
+                    (1u64 << bits) - 1
+                }
+            })
+            .collect();
+        for &slot in slots {
+            let fit = self.slot_fits[slot].get_or_init(|| SlotFit::new(&self.types, slot));
+            for (o, f) in out.iter_mut().zip(fit.at_least(requests.0[slot])) {
+                *o &= f;
+            }
+        }
+        out
     }
 
     /// True when changing requirements from `old` to `new` can change which types fit.

@@ -57,6 +57,24 @@ impl PodState {
         state
     }
 
+    /// [`PodState::new`] of a pod with no constraints at all (no node selector, volume or
+    /// node-affinity requirements, pod (anti-)affinity, spread or tolerations), without reading
+    /// the pod.
+    pub fn plain(index: usize) -> PodState {
+        PodState {
+            pod: index,
+            strict: Requirements::new(),
+            required_terms: Vec::new(),
+            preferred_node: Vec::new(),
+            preferred_affinity: Vec::new(),
+            preferred_anti: Vec::new(),
+            spread: Vec::new(),
+            tolerations: Vec::new(),
+            requirements: Requirements::new(),
+            relaxed: Vec::new(),
+        }
+    }
+
     fn recompute(&mut self) {
         let mut reqs = self.strict.clone();
         if let Some((_, term)) = self.preferred_node.first() {

@@ -9,8 +9,16 @@ impl Solver<'_> {
     /// Adds the pod to the counts of every group that selects it, and to the owner counts of
     /// its own required anti-affinity groups.
     pub(crate) fn record(&mut self, state: &PodState, domain_of: impl Fn(usize) -> Option<u32>) {
+        // Without groups there is nothing to count (and the pod need not be read).
+        if self.topo.groups.is_empty() {
+            return;
+        }
         let pod = &self.snap.pods[state.pod];
-        for &g in &self.counted_in[state.pod] {
+        for &g in self
+            .counted_in
+            .get(state.pod)
+            .map_or(&[][..], Vec::as_slice)
+        {
             let t = self.topo.groups[g].table;
             let d = domain_of(t);
             if let Some(d) = d {
@@ -19,7 +27,7 @@ impl Solver<'_> {
         }
         let owned = self
             .topo
-            .owned_anti_affinity_groups(pod, &self.snap.namespace_labels);
+            .owned_anti_affinity_groups(pod, self.snap.namespace_labels);
         for r in owned {
             let t = self.topo.groups[r.group].table;
             let d = domain_of(t);
@@ -52,7 +60,11 @@ impl Solver<'_> {
             });
             possible.push(ids);
         }
-        for &g in &self.counted_in[state.pod] {
+        for &g in self
+            .counted_in
+            .get(state.pod)
+            .map_or(&[][..], Vec::as_slice)
+        {
             let group = &mut self.topo.groups[g];
             match fixed[group.table] {
                 Some(d) => group.record(d),
@@ -67,7 +79,7 @@ impl Solver<'_> {
         }
         let owned = self
             .topo
-            .owned_anti_affinity_groups(pod, &self.snap.namespace_labels);
+            .owned_anti_affinity_groups(pod, self.snap.namespace_labels);
         for r in owned {
             let group = &mut self.topo.groups[r.group];
             group.owners += 1;

@@ -2,11 +2,12 @@
 //! opened in this solve, then a new NodeClaim from the first NodePool (by weight) that can take
 //! the pod; preferences relaxed one at a time when nothing fits.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use super::checks::Reject;
 use super::claims::{Claim, ClaimUpdate};
-use super::decision::Decision;
+use super::decision::{Decision, Placement};
+use super::fasthash::FxHashMap;
 use super::new_nodes::pool_nodes;
 pub use super::packing::Packing;
 use super::pools::PoolData;
@@ -15,7 +16,7 @@ use super::topology::{GroupKind, GroupRef, Topology};
 use crate::labels;
 use crate::requirements::Requirements;
 use crate::resources::Resources;
-use crate::snapshot::{HostPort, Snapshot, Toleration, untolerated};
+use crate::snapshot::{HostPort, Snapshot, SnapshotView, Toleration, untolerated};
 
 /// Knobs of a solve.
 #[derive(Clone, Debug)]
@@ -37,11 +38,22 @@ impl Default for SolveOptions {
 
 /// Places the snapshot's pods. Deterministic: the same snapshot gives the same decision.
 pub fn solve(snapshot: &Snapshot, options: &SolveOptions) -> Decision {
+    solve_view(&SnapshotView::of(snapshot), options)
+}
+
+/// [`solve`] over a snapshot assembled from borrowed parts: the same decision as solving
+/// [`SnapshotView::to_snapshot`], without cloning the cluster.
+pub fn solve_view(snapshot: &SnapshotView<'_>, options: &SolveOptions) -> Decision {
+    place(snapshot, options).to_decision(snapshot)
+}
+
+/// [`solve_view`]'s decision by position in `snapshot` (see [`Placement`]).
+pub fn place(snapshot: &SnapshotView<'_>, options: &SolveOptions) -> Placement {
     let run = |packing: Packing| {
         let mut solver = Solver::new(snapshot);
         solver.packing = packing;
         solver.run();
-        solver.into_decision(options)
+        solver.into_placement(options)
     };
     match options.packing {
         Packing::Cheapest => {
@@ -56,9 +68,46 @@ pub fn solve(snapshot: &Snapshot, options: &SolveOptions) -> Decision {
     }
 }
 
+/// What the hot loop reads of a pending pod, copied out once in input order: a large solve
+/// visits pods in Karpenter's order, scattered in memory, and most of them have nothing but
+/// requests.
+pub(crate) struct PodInfo {
+    pub requests: Resources,
+    /// No node selector, volume or node-affinity requirements, pod (anti-)affinity, spread,
+    /// tolerations, host ports or extended requests: the checks need nothing else of it.
+    pub plain: bool,
+}
+
+impl PodInfo {
+    fn of(pod: &&crate::snapshot::Pod) -> PodInfo {
+        PodInfo {
+            requests: pod.requests,
+            plain: pod.node_selector.is_empty()
+                && pod.volume_requirements.is_empty()
+                && pod.required_node_affinity.is_empty()
+                && pod.preferred_node_affinity.is_empty()
+                && pod.pod_affinity.is_empty()
+                && pod.preferred_pod_affinity.is_empty()
+                && pod.pod_anti_affinity.is_empty()
+                && pod.preferred_pod_anti_affinity.is_empty()
+                && pod.topology_spread.is_empty()
+                && pod.tolerations.is_empty()
+                && pod.host_ports.is_empty()
+                && pod.other_requests.is_empty(),
+        }
+    }
+}
+
 /// An existing node with what this solve has added to it.
 pub(crate) struct NodeData {
-    pub label_reqs: Requirements,
+    /// The node is marked for deletion (copied from the node).
+    pub marked_for_deletion: bool,
+    /// The node has taints (copied from the node).
+    pub tainted: bool,
+    /// The node's labels as requirements, built on first use: pods without node requirements
+    /// (most of them) never need it, and a solve over a large cluster would spend much of its
+    /// setup building it for every node.
+    pub label_reqs: std::cell::OnceCell<Requirements>,
     pub remaining: Resources,
     pub other_remaining: BTreeMap<String, i64>,
     pub host_ports: Vec<HostPort>,
@@ -68,16 +117,21 @@ pub(crate) struct NodeData {
 }
 
 pub(crate) struct Solver<'a> {
-    pub snap: &'a Snapshot,
+    pub snap: &'a SnapshotView<'a>,
     pub pools: Vec<PoolData<'a>>,
     pub nodes: Vec<NodeData>,
     pub claims: Vec<Claim>,
     pub topo: Topology,
-    /// Groups whose selector matches each pending pod (by pod index).
+    /// Groups whose selector matches each pending pod (by pod index); empty when there are
+    /// no groups (see [`Solver::counted_in`]).
     pub counted_in: Vec<Vec<usize>>,
-    req_ids: HashMap<Requirements, u32>,
-    /// Per pod shape, the nodes and claims still worth trying.
-    shapes: HashMap<Shape, ShapeCache>,
+    /// Per pending pod, what the checks read of it.
+    pub infos: Vec<PodInfo>,
+    req_ids: FxHashMap<Requirements, u32>,
+    /// Per pod shape, its index in `shape_caches`.
+    shapes: FxHashMap<Shape, usize>,
+    /// Per shape, the nodes and claims still worth trying.
+    shape_caches: Vec<ShapeCache>,
     pub hostname_table: Option<usize>,
     pub placed: Vec<bool>,
     pub relax_notes: BTreeMap<usize, Vec<String>>,
@@ -100,7 +154,9 @@ struct Shape {
 /// Candidates not yet ruled out for a shape, in first-fit order.
 #[derive(Debug, Default)]
 pub(crate) struct ShapeCache {
+    /// Nodes still worth trying are `nodes[nodes_start..]`.
     nodes: Vec<u32>,
+    nodes_start: usize,
     nodes_seeded: bool,
     claims: Vec<u32>,
     claims_seen: usize,
@@ -122,11 +178,11 @@ pub(crate) struct TopologyContext {
 }
 
 impl<'a> Solver<'a> {
-    fn new(snap: &'a Snapshot) -> Solver<'a> {
+    fn new(snap: &'a SnapshotView<'a>) -> Solver<'a> {
         let mut pools: Vec<PoolData<'a>> = snap
             .node_pools
             .iter()
-            .map(|p| PoolData::new(p, &snap.daemon_sets, pool_nodes(snap, &p.name)))
+            .map(|p| PoolData::new(p, snap.daemon_sets, pool_nodes(snap, &p.name)))
             .collect();
         pools.sort_by(|a, b| {
             b.input
@@ -145,20 +201,24 @@ impl<'a> Solver<'a> {
                 .iter()
                 .chain(pod.preferred_pod_affinity.iter().map(|x| &x.1))
             {
-                topo.affinity_group(pod, t, false, &snap.namespace_labels);
+                topo.affinity_group(pod, t, false, snap.namespace_labels);
             }
             for t in pod
                 .pod_anti_affinity
                 .iter()
                 .chain(pod.preferred_pod_anti_affinity.iter().map(|x| &x.1))
             {
-                topo.affinity_group(pod, t, true, &snap.namespace_labels);
+                topo.affinity_group(pod, t, true, snap.namespace_labels);
             }
         }
+        let usage = |ni: usize| snap.usage.as_ref().map(|u| u[ni]);
         let mut existing_owner_refs: Vec<(usize, usize, Vec<GroupRef>)> = Vec::new();
         for (ni, node) in snap.nodes.iter().enumerate() {
+            if usage(ni).is_some_and(|u| !u.anti_affinity) {
+                continue;
+            }
             for (pi, pod) in node.pods.iter().enumerate() {
-                let refs = topo.owned_anti_affinity_groups(pod, &snap.namespace_labels);
+                let refs = topo.owned_anti_affinity_groups(pod, snap.namespace_labels);
                 if !refs.is_empty() {
                     existing_owner_refs.push((ni, pi, refs));
                 }
@@ -207,19 +267,38 @@ impl<'a> Solver<'a> {
         let nodes: Vec<NodeData> = snap
             .nodes
             .iter()
-            .map(|n| {
-                let used = n.pods.iter().fold(Resources::ZERO, |a, p| a + p.requests);
+            .enumerate()
+            .map(|(ni, n)| {
                 let mut other_remaining = n.other_allocatable.clone();
-                for p in &n.pods {
-                    for (k, v) in &p.other_requests {
-                        *other_remaining.entry(k.clone()).or_insert(0) -= v;
+                let (used, host_ports) = match usage(ni) {
+                    Some(u) => {
+                        for (k, v) in &u.other_requests {
+                            let left = other_remaining.entry(k.clone()).or_insert(0);
+                            *left = left.wrapping_sub(*v);
+                        }
+                        (u.requests, u.host_ports.clone())
                     }
-                }
+                    None => {
+                        // One pass over the bound pods (a large cluster has many).
+                        let mut used = Resources::ZERO;
+                        let mut host_ports = Vec::new();
+                        for p in &n.pods {
+                            used += p.requests;
+                            for (k, v) in &p.other_requests {
+                                *other_remaining.entry(k.clone()).or_insert(0) -= v;
+                            }
+                            host_ports.extend(p.host_ports.iter().cloned());
+                        }
+                        (used, host_ports)
+                    }
+                };
                 NodeData {
-                    label_reqs: Requirements::from_labels(&n.labels),
+                    marked_for_deletion: n.marked_for_deletion,
+                    tainted: !n.taints.is_empty(),
+                    label_reqs: std::cell::OnceCell::new(),
                     remaining: n.allocatable.saturating_sub(&used),
                     other_remaining,
-                    host_ports: n.pods.iter().flat_map(|p| p.host_ports.clone()).collect(),
+                    host_ports,
                     domains: topo
                         .tables
                         .iter()
@@ -231,6 +310,9 @@ impl<'a> Solver<'a> {
             .collect();
         // Count pods already running.
         for (ni, node) in snap.nodes.iter().enumerate() {
+            if topo.groups.is_empty() {
+                break;
+            }
             for pod in &node.pods {
                 for g in 0..topo.groups.len() {
                     if !topo.groups[g].selects(pod) {
@@ -251,15 +333,19 @@ impl<'a> Solver<'a> {
                 }
             }
         }
-        let counted_in = snap
-            .pods
-            .iter()
-            .map(|p| {
-                (0..topo.groups.len())
-                    .filter(|&g| topo.groups[g].selects(p))
-                    .collect()
-            })
-            .collect();
+        // Without groups every list would be empty: none is kept (see `counted_in`).
+        let counted_in = if topo.groups.is_empty() {
+            Vec::new()
+        } else {
+            snap.pods
+                .iter()
+                .map(|p| {
+                    (0..topo.groups.len())
+                        .filter(|&g| topo.groups[g].selects(p))
+                        .collect()
+                })
+                .collect()
+        };
         Solver {
             snap,
             pools,
@@ -267,8 +353,10 @@ impl<'a> Solver<'a> {
             claims: Vec::new(),
             topo,
             counted_in,
-            req_ids: HashMap::new(),
-            shapes: HashMap::new(),
+            infos: snap.pods.iter().map(PodInfo::of).collect(),
+            req_ids: FxHashMap::default(),
+            shapes: FxHashMap::default(),
+            shape_caches: Vec::new(),
             hostname_table,
             placed: vec![false; snap.pods.len()],
             relax_notes: BTreeMap::new(),
@@ -278,25 +366,30 @@ impl<'a> Solver<'a> {
     }
 
     fn run(&mut self) {
-        let mut order: Vec<usize> = (0..self.snap.pods.len()).collect();
         let pods = &self.snap.pods;
-        // Karpenter's order: CPU then memory, largest first; names break ties.
-        order.sort_by(|&a, &b| {
-            let (pa, pb) = (&pods[a], &pods[b]);
-            pb.requests
-                .cpu_millis()
-                .cmp(&pa.requests.cpu_millis())
-                .then_with(|| pb.requests.memory_bytes().cmp(&pa.requests.memory_bytes()))
-                .then_with(|| pa.key.cmp(&pb.key))
-        });
-        let mut queue: VecDeque<PodState> = order
-            .iter()
-            .map(|&i| PodState::new(i, &self.snap.pods[i]))
-            .collect();
+        // Karpenter's order: CPU then memory, largest first; names break ties. Sorted on keys
+        // read once into one array (see `SortKey`), so comparing two pods rarely touches them.
+        let keys: Vec<SortKey> = pods.iter().enumerate().map(SortKey::new).collect();
+        let mut order: Vec<usize> = (0..pods.len()).collect();
+        order.sort_by(|&a, &b| keys[a].cmp(&keys[b], pods));
+        drop(keys);
+        // Each round takes its pods in order (a pod's state is built when its turn comes), then
+        // the ones that relaxed a preference, in the order they did.
+        let mut round: Vec<usize> = order;
         loop {
-            let mut stuck: Vec<PodState> = Vec::new();
+            let mut retry: VecDeque<PodState> = VecDeque::new();
+            let mut stuck: Vec<usize> = Vec::new();
             let mut progress = false;
-            while let Some(mut state) = queue.pop_front() {
+            let mut fresh = round.iter();
+            loop {
+                let mut state = match fresh.next() {
+                    Some(&i) if self.infos[i].plain => PodState::plain(i),
+                    Some(&i) => PodState::new(i, self.snap.pods[i]),
+                    None => match retry.pop_front() {
+                        Some(state) => state,
+                        None => break,
+                    },
+                };
                 match self.try_place(&state) {
                     Ok(()) => {
                         progress = true;
@@ -310,11 +403,11 @@ impl<'a> Solver<'a> {
                         // A pod whose required affinity targets are not placed yet waits for
                         // them instead of relaxing preferences that are not the problem.
                         if state.relaxed.is_empty() && self.waits_for_affinity_target(&state) {
-                            stuck.push(state);
+                            stuck.push(state.pod);
                         } else if state.relax() {
-                            queue.push_back(state);
+                            retry.push_back(state);
                         } else {
-                            stuck.push(state);
+                            stuck.push(state.pod);
                         }
                     }
                 }
@@ -323,11 +416,13 @@ impl<'a> Solver<'a> {
             if stuck.is_empty() || !progress {
                 break;
             }
-            queue = stuck
-                .into_iter()
-                .map(|s| PodState::new(s.pod, &self.snap.pods[s.pod]))
-                .collect();
+            round = stuck;
         }
+    }
+
+    /// The groups whose selector matches pending pod `pod`.
+    pub(crate) fn counted_in(&self, pod: usize) -> &[usize] {
+        self.counted_in.get(pod).map_or(&[], Vec::as_slice)
     }
 
     /// True when one of the pod's required pod-affinity terms selects no pod anywhere yet
@@ -337,7 +432,7 @@ impl<'a> Solver<'a> {
         pod.pod_affinity.iter().any(|term| {
             let r = self
                 .topo
-                .affinity_group(pod, term, false, &self.snap.namespace_labels);
+                .affinity_group(pod, term, false, self.snap.namespace_labels);
             let g = &self.topo.groups[r.group];
             !r.self_selecting && g.counts.iter().all(|c| *c == 0) && g.claim_counts.is_empty()
         })
@@ -353,6 +448,9 @@ impl<'a> Solver<'a> {
     }
 
     fn own_groups(&mut self, state: &PodState) -> Vec<GroupRef> {
+        if self.infos[state.pod].plain {
+            return Vec::new();
+        }
         let pod = &self.snap.pods[state.pod];
         let ns = &self.snap.namespace_labels;
         let mut refs: Vec<GroupRef> = Vec::new();
@@ -382,7 +480,7 @@ impl<'a> Solver<'a> {
             .iter()
             .map(|r| (r.group, r.self_selecting, true))
             .collect();
-        for &g in &self.counted_in[state.pod] {
+        for &g in self.counted_in(state.pod) {
             let group = &self.topo.groups[g];
             if group.kind == GroupKind::AntiAffinity && group.owners > 0 {
                 groups.push((g, true, false));
@@ -406,44 +504,58 @@ impl<'a> Solver<'a> {
     }
 
     fn try_place(&mut self, state: &PodState) -> Result<(), String> {
-        let pod = &self.snap.pods[state.pod];
         let ctx = self.topology_context(state);
         let req_id = self.req_id(&state.requirements);
+        let info = &self.infos[state.pod];
+        let (host_ports, other_requests) = if info.plain {
+            (Vec::new(), Vec::new())
+        } else {
+            let pod = &self.snap.pods[state.pod];
+            (
+                pod.host_ports.clone(),
+                pod.other_requests
+                    .iter()
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect(),
+            )
+        };
         let shape = Shape {
             req_id,
-            requests: pod.requests,
+            requests: info.requests,
             tolerated_pools: (0..self.pools.len())
                 .filter(|&p| untolerated(&self.pools[p].input.taints, &state.tolerations).is_none())
                 .collect(),
             groups: ctx.groups.clone(),
-            host_ports: pod.host_ports.clone(),
+            host_ports,
             tolerations: state.tolerations.clone(),
-            other_requests: pod
-                .other_requests
-                .iter()
-                .map(|(k, v)| (k.clone(), *v))
-                .collect(),
+            other_requests,
         };
-        let mut cache = self.shapes.remove(&shape).unwrap_or_default();
+        // One lookup per attempt; the cache is taken out while the checks borrow `self`.
+        let next = self.shape_caches.len();
+        let si = *self.shapes.entry(shape).or_insert(next);
+        if si == next {
+            self.shape_caches.push(ShapeCache::default());
+        }
+        let mut cache = std::mem::take(&mut self.shape_caches[si]);
         let result = self.try_existing(state, req_id, &ctx, &mut cache);
         if result.is_ok() {
-            self.shapes.insert(shape, cache);
+            self.shape_caches[si] = cache;
             return Ok(());
         }
         // Then a new claim from the first pool that can take it.
         if let Some(reason) = self.hostname_block(state, &ctx) {
-            self.shapes.insert(shape, cache);
+            self.shape_caches[si] = cache;
             return Err(reason);
         }
         if self.pools.is_empty() {
-            self.shapes.insert(shape, cache);
+            self.shape_caches[si] = cache;
             return Err("no NodePool is defined, and no existing node fits".to_string());
         }
         let mut reasons: Vec<String> = Vec::new();
         for p in 0..self.pools.len() {
             match self.open_claim(p, state, req_id, &ctx) {
                 Ok(()) => {
-                    self.shapes.insert(shape, cache);
+                    self.shape_caches[si] = cache;
                     return Ok(());
                 }
                 Err(r) => reasons.push(format!("nodepool {:?}: {r}", self.pools[p].input.name)),
@@ -451,7 +563,7 @@ impl<'a> Solver<'a> {
         }
         // No new claim can take it (limits, affinity to pods on a claim): grow a claim after all.
         let placed = self.try_uneconomic(state, req_id, &ctx, &mut cache);
-        self.shapes.insert(shape, cache);
+        self.shape_caches[si] = cache;
         if placed {
             return Ok(());
         }
@@ -477,21 +589,32 @@ impl<'a> Solver<'a> {
             cache.nodes = (0..self.nodes.len() as u32).collect();
             cache.nodes_seeded = true;
         }
-        let mut keep = 0;
+        // Compact the list while scanning; stop at the first fit (the rest stays as it is, so
+        // a placement costs what it tries, not the length of the list). Nodes ruled out at the
+        // front are dropped by moving the start, not by shifting the rest.
+        let mut keep = cache.nodes_start;
         let mut found = None;
-        for i in 0..cache.nodes.len() {
+        let mut i = cache.nodes_start;
+        while i < cache.nodes.len() {
             let ni = cache.nodes[i] as usize;
-            if found.is_none() {
-                match self.node_accepts(ni, state, ctx) {
-                    Ok(()) => found = Some(ni),
-                    Err(r) if self.is_permanent(&r) => continue,
-                    Err(_) => {}
+            match self.node_accepts(ni, state, ctx) {
+                Ok(()) => {
+                    found = Some(ni);
+                    break;
+                }
+                Err(r) if self.is_permanent(&r) => {}
+                Err(_) => {
+                    cache.nodes[keep] = cache.nodes[i];
+                    keep += 1;
                 }
             }
-            cache.nodes[keep] = cache.nodes[i];
-            keep += 1;
+            i += 1;
         }
-        cache.nodes.truncate(keep);
+        if keep == cache.nodes_start {
+            cache.nodes_start = i;
+        } else {
+            cache.nodes.drain(keep..i);
+        }
         if let Some(ni) = found {
             self.commit_node(ni, state);
             return Ok(());
@@ -502,24 +625,27 @@ impl<'a> Solver<'a> {
         cache.claims_seen = self.claims.len();
         let mut keep = 0;
         let mut found = None;
-        for i in 0..cache.claims.len() {
+        let mut i = 0;
+        while i < cache.claims.len() {
             let ci = cache.claims[i] as usize;
-            if found.is_none() {
-                match self.claim_accepts(ci, state, req_id, ctx) {
-                    Ok(update) if self.grows_uneconomically(ci, &update, state, cache) => {
-                        // Growing only gets pricier as the claim fills; keep it as a fallback.
-                        cache.uneconomic.push(cache.claims[i]);
-                        continue;
-                    }
-                    Ok(update) => found = Some((ci, update)),
-                    Err(r) if self.is_permanent(&r) => continue,
-                    Err(_) => {}
+            match self.claim_accepts(ci, state, req_id, ctx) {
+                Ok(update) if self.grows_uneconomically(ci, &update, state, cache) => {
+                    // Growing only gets pricier as the claim fills; keep it as a fallback.
+                    cache.uneconomic.push(cache.claims[i]);
+                }
+                Ok(update) => {
+                    found = Some((ci, update));
+                    break;
+                }
+                Err(r) if self.is_permanent(&r) => {}
+                Err(_) => {
+                    cache.claims[keep] = cache.claims[i];
+                    keep += 1;
                 }
             }
-            cache.claims[keep] = cache.claims[i];
-            keep += 1;
+            i += 1;
         }
-        cache.claims.truncate(keep);
+        cache.claims.drain(keep..i);
         match found {
             Some((ci, update)) => {
                 self.commit_claim(ci, state, req_id, update);
@@ -547,13 +673,16 @@ impl<'a> Solver<'a> {
     }
 
     fn commit_node(&mut self, ni: usize, state: &PodState) {
-        let pod = &self.snap.pods[state.pod];
+        let info = &self.infos[state.pod];
         let node = &mut self.nodes[ni];
-        node.remaining -= pod.requests;
-        for (k, v) in &pod.other_requests {
-            *node.other_remaining.entry(k.clone()).or_insert(0) -= v;
+        node.remaining -= info.requests;
+        if !info.plain {
+            let pod = &self.snap.pods[state.pod];
+            for (k, v) in &pod.other_requests {
+                *node.other_remaining.entry(k.clone()).or_insert(0) -= v;
+            }
+            node.host_ports.extend(pod.host_ports.iter().cloned());
         }
-        node.host_ports.extend(pod.host_ports.iter().cloned());
         node.assigned.push(state.pod);
         let domains = node.domains.clone();
         self.record(state, |t| domains[t]);
@@ -580,6 +709,80 @@ impl<'a> Solver<'a> {
         }
         self.record_on_claim(ci, state);
         self.placed[state.pod] = true;
+    }
+}
+
+/// A pod's place in Karpenter's order (CPU, then memory, largest first; then namespace and
+/// name; then input order), with the sizes packed into one number and the first bytes of its
+/// namespace and name copied out, so that most comparisons need not follow the pod's pointers.
+struct SortKey {
+    /// CPU then memory, each mapped so that larger sorts first.
+    size: u128,
+    namespace: Prefix,
+    name: Prefix,
+    index: usize,
+}
+
+/// The first 16 bytes of a string (zero-padded, big-endian) and its length. Comparing two
+/// prefixes decides the order of their strings when they differ; when both strings fit,
+/// equal prefixes and lengths mean equal strings.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Prefix {
+    bytes: u128,
+    len: usize,
+}
+
+impl Prefix {
+    fn new(s: &str) -> Prefix {
+        let mut buf = [0u8; 16];
+        let n = s.len().min(16);
+        buf[..n].copy_from_slice(&s.as_bytes()[..n]);
+        Prefix {
+            bytes: u128::from_be_bytes(buf),
+            len: s.len(),
+        }
+    }
+
+    /// The order of the two strings, or `None` when the prefixes cannot tell.
+    fn cmp(&self, other: &Prefix) -> Option<std::cmp::Ordering> {
+        use std::cmp::Ordering;
+        match self.bytes.cmp(&other.bytes) {
+            Ordering::Equal if self.len <= 16 && other.len <= 16 => Some(self.len.cmp(&other.len)),
+            Ordering::Equal => None,
+            order => Some(order),
+        }
+    }
+}
+
+impl SortKey {
+    fn new((index, pod): (usize, &&crate::snapshot::Pod)) -> SortKey {
+        // Flipping the sign bit maps i64 order onto u64 order; inverting makes it descending.
+        let descending = |v: i64| !((v as u64) ^ (1 << 63));
+        SortKey {
+            size: (u128::from(descending(pod.requests.cpu_millis())) << 64)
+                | u128::from(descending(pod.requests.memory_bytes())),
+            namespace: Prefix::new(&pod.key.namespace),
+            name: Prefix::new(&pod.key.name),
+            index,
+        }
+    }
+
+    /// The same order as comparing (CPU descending, memory descending, key, index).
+    fn cmp(&self, other: &SortKey, pods: &[&crate::snapshot::Pod]) -> std::cmp::Ordering {
+        let (a, b) = (self.index, other.index);
+        self.size
+            .cmp(&other.size)
+            .then_with(|| {
+                self.namespace
+                    .cmp(&other.namespace)
+                    .unwrap_or_else(|| pods[a].key.namespace.cmp(&pods[b].key.namespace))
+            })
+            .then_with(|| {
+                self.name
+                    .cmp(&other.name)
+                    .unwrap_or_else(|| pods[a].key.name.cmp(&pods[b].key.name))
+            })
+            .then(a.cmp(&b))
     }
 }
 
