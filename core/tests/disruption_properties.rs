@@ -239,6 +239,7 @@ fn cluster(seed: u64) -> DisruptionInput {
         now,
         options: DisruptionOptions {
             spot_to_spot: chance(&mut rng, 50),
+            replace_with_several: chance(&mut rng, 30),
             ..DisruptionOptions::default()
         },
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::api::nodepool::{Budget, DisruptionReason};
 use crate::instance_type::InstanceType;
-use crate::scheduling::SolveOptions;
+use crate::scheduling::{Packing, SolveOptions};
 use crate::snapshot::{ExistingNode, NodeUsage, PodKey};
 
 use super::budgets::{BudgetMap, PoolCounts};
@@ -200,6 +200,16 @@ impl<'a> Planner<'a> {
     /// The scheduler's answer with `removed` gone as well as the deleting nodes; when
     /// tracing, also the copy of its input (a [`Simulation`]).
     fn simulate(&self, cands: &[Candidate<'a>], removed: &[&Candidate<'a>]) -> Sim<'a> {
+        self.simulate_with(cands, removed, &self.solve)
+    }
+
+    /// [`Self::simulate`] with other scheduler options.
+    fn simulate_with(
+        &self,
+        cands: &[Candidate<'a>],
+        removed: &[&Candidate<'a>],
+        solve: &SolveOptions,
+    ) -> Sim<'a> {
         let mut mask = vec![false; self.input.snapshot.nodes.len()];
         for &i in &self.deleting {
             mask[i] = true;
@@ -231,7 +241,7 @@ impl<'a> Planner<'a> {
             usage: Some(&self.usage),
             distinct_keys: self.distinct_keys,
         };
-        let answer = answer(self.input, &removal, &self.solve);
+        let answer = answer(self.input, &removal, solve);
         let traced = self.trace.then(|| {
             let view = view(self.input, &removal);
             Simulation {
@@ -471,7 +481,18 @@ impl<'a> Planner<'a> {
                 self.note(c, r);
                 continue;
             }
-            let sim = self.simulate(cands, &[c]);
+            // One node by several is only worth asking for when the scheduler may open a
+            // node per shape where that is cheaper: Karpenter's rule fills one node with
+            // everything any type can hold.
+            let sim = if self.input.options.replace_with_several {
+                let cheapest = SolveOptions {
+                    packing: Packing::Cheapest,
+                    ..self.solve.clone()
+                };
+                self.simulate_with(cands, &[c], &cheapest)
+            } else {
+                self.simulate(cands, &[c])
+            };
             let outcome =
                 consolidation::decide(&[c], &sim.answer, types, &self.input.options, false);
             match &outcome {
