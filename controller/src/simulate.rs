@@ -93,6 +93,10 @@ pub struct SimulateArgs {
     /// overrides it.
     #[arg(long, value_name = "USD_PER_HOUR", default_value_t = 0.0)]
     pub min_consolidation_savings: f64,
+    /// Let single-node consolidation replace a node by several cheaper ones (beyond Karpenter,
+    /// which replaces a node by at most one).
+    #[arg(long)]
+    pub replace_with_several: bool,
 }
 
 /// `--packing` values.
@@ -382,6 +386,7 @@ pub fn disruption_settings(args: &SimulateArgs) -> Result<DisruptionSettings, Si
         now,
         spot_to_spot: args.feature_gates.spot_to_spot_consolidation,
         min_savings_per_hour: args.min_consolidation_savings,
+        replace_with_several: args.replace_with_several,
     })
 }
 

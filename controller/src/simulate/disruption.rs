@@ -21,6 +21,8 @@ pub struct DisruptionSettings {
     /// Least saving (USD per hour) a consolidation must bring, unless a NodePool's
     /// `karpenter-rs.io/min-consolidation-savings` annotation says otherwise.
     pub min_savings_per_hour: f64,
+    /// Allow replacing one node by several cheaper ones (beyond Karpenter).
+    pub replace_with_several: bool,
 }
 
 /// The disruption plan, when the manifests have managed nodes.
@@ -52,6 +54,7 @@ pub fn plan(
     }
     let options = DisruptionOptions {
         spot_to_spot: settings.spot_to_spot,
+        replace_with_several: settings.replace_with_several,
         ..DisruptionOptions::default()
     };
     let input = disruption_input(

@@ -75,6 +75,7 @@ fn settings_at(now: &str) -> DisruptionSettings {
         now: now.parse().unwrap(),
         spot_to_spot: false,
         min_savings_per_hour: 0.0,
+        replace_with_several: false,
     }
 }
 
@@ -328,6 +329,7 @@ fn now_and_feature_gates_and_min_savings_reach_the_disruption_settings() {
         "SpotToSpotConsolidation=true",
         "--min-consolidation-savings",
         "0.05",
+        "--replace-with-several",
     ])
     .unwrap();
     let settings = disruption_settings(&args).unwrap();
@@ -339,6 +341,7 @@ fn now_and_feature_gates_and_min_savings_reach_the_disruption_settings() {
     );
     assert!(settings.spot_to_spot);
     assert_eq!(settings.min_savings_per_hour, 0.05);
+    assert!(settings.replace_with_several);
 
     let defaults = disruption_settings(&args_of(&["-f", "x.yaml"]).unwrap()).unwrap();
     assert!(
@@ -346,6 +349,10 @@ fn now_and_feature_gates_and_min_savings_reach_the_disruption_settings() {
         "SpotToSpotConsolidation is off by default"
     );
     assert_eq!(defaults.min_savings_per_hour, 0.0);
+    assert!(
+        !defaults.replace_with_several,
+        "Karpenter replaces a node by one at most"
+    );
 }
 
 #[test]
