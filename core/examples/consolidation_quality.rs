@@ -122,6 +122,7 @@ fn main() {
          after | $/h after | after ÷ LP | saved | overcommitted nodes | plan time (all rounds) |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut fleets = Vec::new();
     for &seed in seeds {
         let mut input = disruption_cluster(1000, 20, 0.4, seed);
         let pods: Vec<_> = input
@@ -165,5 +166,34 @@ fn main() {
             after / bound,
             100.0 * (1.0 - after / before),
         );
+        fleets.push(format!("seed {seed}: {}", fleet(&input)));
     }
+    println!("\nFleets after the last round (count × type, capacity type; allocation in use):\n");
+    for f in fleets {
+        println!("- {f}");
+    }
+}
+
+/// The nodes by type and capacity type, with the share of their CPU and memory the pods use.
+fn fleet(input: &DisruptionInput) -> String {
+    let mut by_type: std::collections::BTreeMap<(String, String), usize> = Default::default();
+    let (mut used, mut alloc) = (Resources::ZERO, Resources::ZERO);
+    for n in &input.snapshot.nodes {
+        let label = |k: &str| n.labels.get(k).cloned().unwrap_or_default();
+        *by_type
+            .entry((label(labels::INSTANCE_TYPE), label(labels::CAPACITY_TYPE)))
+            .or_default() += 1;
+        used = n.pods.iter().fold(used, |a, p| a + p.requests);
+        alloc += n.allocatable;
+    }
+    let types: Vec<String> = by_type
+        .iter()
+        .map(|((t, c), n)| format!("{n} × {t} {c}"))
+        .collect();
+    format!(
+        "{}; CPU {:.0}%, memory {:.0}% requested",
+        types.join(", "),
+        100.0 * used.0[CPU] as f64 / alloc.0[CPU] as f64,
+        100.0 * used.0[MEMORY] as f64 / alloc.0[MEMORY] as f64,
+    )
 }

@@ -420,3 +420,39 @@ pub fn apply_plan(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disruption::candidates::candidates;
+
+    /// The disruption benchmark's sizes are exact, and every node is a consolidation candidate.
+    #[test]
+    fn disruption_cluster_has_exact_sizes_and_only_candidates() {
+        let input = disruption_cluster(60, 20, 1.0, 7);
+        assert_eq!(input.snapshot.nodes.len(), 60);
+        let pods: usize = input.snapshot.nodes.iter().map(|n| n.pods.len()).sum();
+        assert_eq!(pods, 60 * 20);
+        let cands = candidates(&input, &|_| false);
+        assert_eq!(cands.len(), 60);
+        for c in &cands {
+            assert!(
+                c.node_blockers.is_empty(),
+                "{}: {:?}",
+                c.name(),
+                c.node_blockers
+            );
+            assert!(
+                c.pod_blockers.is_empty(),
+                "{}: {:?}",
+                c.name(),
+                c.pod_blockers
+            );
+            assert!(c.consolidation_blockers().is_empty(), "{}", c.name());
+            assert!(!c.empty && c.price.is_some());
+        }
+        let fragmented = disruption_cluster(60, 20, 0.4, 7);
+        let kept: usize = fragmented.snapshot.nodes.iter().map(|n| n.pods.len()).sum();
+        assert!(kept < pods, "{kept} of {pods} pods kept");
+    }
+}

@@ -71,8 +71,8 @@ pub struct Removal<'a> {
     /// caller keeps it across simulations.
     pub usage: Option<&'a [NodeUsage]>,
     /// No two pods of the input (pending or bound) share a key, so a pod's position in the
-    /// scheduler's input identifies it (see [`distinct_keys`]). Otherwise pods are matched by
-    /// key, the last listing of a key counting as its origin.
+    /// scheduler's input identifies it: set it only when [`distinct_keys`] says so. Otherwise
+    /// pods are matched by key, the last listing of a key counting as its origin.
     pub distinct_keys: bool,
 }
 

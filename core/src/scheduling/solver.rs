@@ -366,13 +366,7 @@ impl<'a> Solver<'a> {
     }
 
     fn run(&mut self) {
-        let pods = &self.snap.pods;
-        // Karpenter's order: CPU then memory, largest first; names break ties. Sorted on keys
-        // read once into one array (see `SortKey`), so comparing two pods rarely touches them.
-        let keys: Vec<SortKey> = pods.iter().enumerate().map(SortKey::new).collect();
-        let mut order: Vec<usize> = (0..pods.len()).collect();
-        order.sort_by(|&a, &b| keys[a].cmp(&keys[b], pods));
-        drop(keys);
+        let order = karpenter_order(&self.snap.pods);
         // Each round takes its pods in order (a pod's state is built when its turn comes), then
         // the ones that relaxed a preference, in the order they did.
         let mut round: Vec<usize> = order;
@@ -712,6 +706,36 @@ impl<'a> Solver<'a> {
     }
 }
 
+/// Indices of `pods` in Karpenter's order: CPU then memory, largest first; namespace and name
+/// break ties (then input order, as a stable sort). Sorted on keys read once into one array
+/// (see [`SortKey`]), so comparing two pods rarely touches them.
+fn karpenter_order(pods: &[&crate::snapshot::Pod]) -> Vec<usize> {
+    let keys: Vec<SortKey> = pods.iter().enumerate().map(SortKey::new).collect();
+    if keys.iter().all(SortKey::complete) {
+        // Every name fits its prefix: the keys alone are the order (the index breaks ties
+        // between equal keys as a stable sort would), compared as plain tuples.
+        let mut whole: Vec<(u128, u128, usize, u128, usize, usize)> = keys
+            .iter()
+            .map(|k| {
+                (
+                    k.size,
+                    k.namespace.bytes,
+                    k.namespace.len,
+                    k.name.bytes,
+                    k.name.len,
+                    k.index,
+                )
+            })
+            .collect();
+        whole.sort_unstable();
+        whole.iter().map(|k| k.5).collect()
+    } else {
+        let mut order: Vec<usize> = (0..pods.len()).collect();
+        order.sort_by(|&a, &b| keys[a].cmp(&keys[b], pods));
+        order
+    }
+}
+
 /// A pod's place in Karpenter's order (CPU, then memory, largest first; then namespace and
 /// name; then input order), with the sizes packed into one number and the first bytes of its
 /// namespace and name copied out, so that most comparisons need not follow the pod's pointers.
@@ -767,6 +791,11 @@ impl SortKey {
         }
     }
 
+    /// Both strings fit their prefixes, so the key decides the order without the pod.
+    fn complete(&self) -> bool {
+        self.namespace.len <= 16 && self.name.len <= 16
+    }
+
     /// The same order as comparing (CPU descending, memory descending, key, index).
     fn cmp(&self, other: &SortKey, pods: &[&crate::snapshot::Pod]) -> std::cmp::Ordering {
         let (a, b) = (self.index, other.index);
@@ -795,5 +824,64 @@ pub(crate) fn node_label<'n>(
         Some(v) => Some(v.as_str()),
         None if key == labels::HOSTNAME => Some(node.name.as_str()),
         None => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::Rng;
+    use crate::resources::{CPU, MEMORY, PODS};
+    use crate::snapshot::Pod;
+
+    /// The prefix keys give exactly the order of the plain comparison (sizes descending, then
+    /// the key, stable), with short and long names, shared prefixes, NUL bytes and repeats.
+    #[test]
+    fn karpenter_order_is_the_plain_sort() {
+        let mut rng = Rng::new(11);
+        let stems = [
+            "",
+            "a",
+            "web",
+            "pod-",
+            "deployment-with-a-long-name-",
+            "x\0",
+        ];
+        for round in 0..200 {
+            let long = round % 2 == 0;
+            let pods: Vec<Pod> = (0..rng.below(60))
+                .map(|_| {
+                    let stem = stems[rng.below(stems.len())];
+                    let stem = if long {
+                        stem
+                    } else {
+                        &stem[..stem.len().min(8)]
+                    };
+                    let name = format!("{stem}{}", rng.below(30));
+                    let ns = ["default", "kube-system", "a-namespace-longer-than-16"]
+                        [rng.below(if long { 3 } else { 2 })];
+                    Pod::new(
+                        ns,
+                        &name,
+                        Resources::from_pairs(&[
+                            (CPU, [100, 250, 500][rng.below(3)]),
+                            (MEMORY, [1i64, 2][rng.below(2)] << 30),
+                            (PODS, 1),
+                        ]),
+                    )
+                })
+                .collect();
+            let refs: Vec<&Pod> = pods.iter().collect();
+            let mut expected: Vec<usize> = (0..pods.len()).collect();
+            expected.sort_by(|&a, &b| {
+                let (pa, pb) = (&pods[a], &pods[b]);
+                pb.requests
+                    .cpu_millis()
+                    .cmp(&pa.requests.cpu_millis())
+                    .then_with(|| pb.requests.memory_bytes().cmp(&pa.requests.memory_bytes()))
+                    .then_with(|| pa.key.cmp(&pb.key))
+            });
+            assert_eq!(karpenter_order(&refs), expected, "round {round}");
+        }
     }
 }
