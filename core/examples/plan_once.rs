@@ -3,7 +3,8 @@
 //!
 //! `cargo run --release -p karpenter-core --example plan_once -- NODES [PODS_PER_NODE] [FILL]
 //! [SEED] [DUMP]`; with DUMP, the whole plan is written there (`{:#?}`) so two builds can be
-//! compared byte for byte.
+//! compared byte for byte. `MULTI_NODE_CAP=all` (or a count) sets multi-node consolidation's
+//! batch cap (default Karpenter's 100).
 
 use std::time::Instant;
 
@@ -17,7 +18,13 @@ fn main() {
     let per_node: usize = arg(1, "20").parse().expect("PODS_PER_NODE");
     let fill: f64 = arg(2, "1").parse().expect("FILL");
     let seed: u64 = arg(3, "7").parse().expect("SEED");
-    let input = disruption_cluster(nodes, per_node, fill, seed);
+    let mut input = disruption_cluster(nodes, per_node, fill, seed);
+    if let Ok(cap) = std::env::var("MULTI_NODE_CAP") {
+        input.options.multi_node_cap = match cap.as_str() {
+            "all" => None,
+            n => Some(n.parse().expect("MULTI_NODE_CAP: a count or `all`")),
+        };
+    }
     let pods: usize = input.snapshot.nodes.iter().map(|n| n.pods.len()).sum();
     let start = Instant::now();
     let p = plan(&input);

@@ -240,6 +240,12 @@ fn cluster(seed: u64) -> DisruptionInput {
         options: DisruptionOptions {
             spot_to_spot: chance(&mut rng, 50),
             replace_with_several: chance(&mut rng, 30),
+            // Karpenter's cap, none, and one small enough to bind on these clusters.
+            multi_node_cap: match rng.below(3) {
+                0 => Some(100),
+                1 => None,
+                _ => Some(2),
+            },
             ..DisruptionOptions::default()
         },
     }

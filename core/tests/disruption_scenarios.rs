@@ -7,7 +7,9 @@
 //! reviewed against it. `# now: <RFC 3339>` in a file fixes the plan's clock (default
 //! 2026-12-07T12:00:00Z); `# spot-to-spot: true` turns the feature gate on; `# catalog: extended`
 //! adds `common::EXTRA_TYPES` to the instance types (26 instead of 14);
-//! `# replace-with-several: true` lets consolidation replace one node by several.
+//! `# replace-with-several: true` lets consolidation replace one node by several;
+//! `# multi-node-cap: N|none` caps multi-node consolidation's batch at N candidates (default
+//! Karpenter's 100) or lifts the cap.
 //!
 //! Besides the snapshot, every plan is checked for what must hold whatever the scenario: each
 //! managed node appears exactly once, in a command or kept with a reason; every pod of a
@@ -47,6 +49,11 @@ fn input_of(path: &Path) -> DisruptionInput {
     let options = DisruptionOptions {
         spot_to_spot: directive(&text, "spot-to-spot:") == Some("true"),
         replace_with_several: directive(&text, "replace-with-several:") == Some("true"),
+        multi_node_cap: match directive(&text, "multi-node-cap:") {
+            None => DisruptionOptions::default().multi_node_cap,
+            Some("none") => None,
+            Some(n) => Some(n.parse().expect("multi-node-cap: a count or none")),
+        },
         ..DisruptionOptions::default()
     };
     let catalog = match directive(&text, "catalog:") {

@@ -23,6 +23,8 @@ pub struct DisruptionSettings {
     pub min_savings_per_hour: f64,
     /// Allow replacing one node by several cheaper ones (beyond Karpenter).
     pub replace_with_several: bool,
+    /// Cap on multi-node consolidation's candidates (`None`: all; Karpenter: 100).
+    pub multi_node_cap: Option<usize>,
 }
 
 /// The disruption plan, when the manifests have managed nodes.
@@ -55,6 +57,7 @@ pub fn plan(
     let options = DisruptionOptions {
         spot_to_spot: settings.spot_to_spot,
         replace_with_several: settings.replace_with_several,
+        multi_node_cap: settings.multi_node_cap,
         ..DisruptionOptions::default()
     };
     let input = disruption_input(

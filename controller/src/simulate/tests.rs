@@ -76,6 +76,7 @@ fn settings_at(now: &str) -> DisruptionSettings {
         spot_to_spot: false,
         min_savings_per_hour: 0.0,
         replace_with_several: false,
+        multi_node_cap: Some(100),
     }
 }
 
@@ -330,6 +331,8 @@ fn now_and_feature_gates_and_min_savings_reach_the_disruption_settings() {
         "--min-consolidation-savings",
         "0.05",
         "--replace-with-several",
+        "--multi-node-candidates",
+        "all",
     ])
     .unwrap();
     let settings = disruption_settings(&args).unwrap();
@@ -342,6 +345,7 @@ fn now_and_feature_gates_and_min_savings_reach_the_disruption_settings() {
     assert!(settings.spot_to_spot);
     assert_eq!(settings.min_savings_per_hour, 0.05);
     assert!(settings.replace_with_several);
+    assert_eq!(settings.multi_node_cap, None, "`all` lifts the cap");
 
     let defaults = disruption_settings(&args_of(&["-f", "x.yaml"]).unwrap()).unwrap();
     assert!(
@@ -353,6 +357,25 @@ fn now_and_feature_gates_and_min_savings_reach_the_disruption_settings() {
         !defaults.replace_with_several,
         "Karpenter replaces a node by one at most"
     );
+    assert_eq!(defaults.multi_node_cap, Some(100), "Karpenter's cap");
+    let capped = args_of(&["-f", "x.yaml", "--multi-node-candidates", "7"]).unwrap();
+    assert_eq!(
+        disruption_settings(&capped).unwrap().multi_node_cap,
+        Some(7)
+    );
+}
+
+#[test]
+fn a_multi_node_cap_below_two_or_not_a_number_is_refused_naming_the_flag() {
+    for bad in ["1", "0", "many", "2.5"] {
+        let err = args_of(&["-f", "x.yaml", "--multi-node-candidates", bad])
+            .expect_err(bad)
+            .to_string();
+        assert!(
+            err.contains("--multi-node-candidates"),
+            "{bad}: the error names the flag: {err}"
+        );
+    }
 }
 
 #[test]
