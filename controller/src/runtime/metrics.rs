@@ -13,6 +13,7 @@
 //! `karpenter_provisioner_scheduling_*`).
 
 mod cloudprovider;
+mod disruption;
 mod termination;
 
 use std::sync::atomic::AtomicU64;
@@ -27,6 +28,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 pub use cloudprovider::{MeteredCloudProvider, error_label};
+pub use disruption::DisruptionMetrics;
 pub use termination::TerminationMetrics;
 
 /// Content type of [`Metrics::encode`]'s output: OpenMetrics 1.0, which Prometheus negotiates
@@ -185,7 +187,7 @@ pub struct Metrics {
     registry: Registry,
     nodeclaims_created: CounterVec<2>,
     nodeclaims_terminated: CounterVec<1>,
-    nodeclaims_disrupted: CounterVec<2>,
+    nodeclaims_disrupted: CounterVec<3>,
     nodes_created: CounterVec<1>,
     nodes_terminated: CounterVec<1>,
     nodes_allocatable: GaugeVec<8>,
@@ -205,6 +207,8 @@ pub struct Metrics {
     interruption_deleted: Counter,
     /// Termination and runtime-health metrics.
     pub termination: TerminationMetrics,
+    /// Disruption metrics.
+    pub disruption: DisruptionMetrics,
 }
 
 impl Default for Metrics {
@@ -242,6 +246,7 @@ impl Metrics {
             interruption_received: Family::default(),
             interruption_deleted: Counter::default(),
             termination: TerminationMetrics::register(r),
+            disruption: DisruptionMetrics::register(r),
             registry: Registry::default(),
         };
         r.register(
@@ -379,9 +384,12 @@ impl Metrics {
         self.nodeclaims_terminated.get_or_create(&l).inc();
     }
 
-    /// `karpenter_nodeclaims_disrupted_total{reason,nodepool}` += 1.
-    pub fn nodeclaim_disrupted(&self, nodepool: &str, reason: &str) {
-        let l = labels(["reason", "nodepool"], [reason, nodepool]);
+    /// `karpenter_nodeclaims_disrupted_total{reason,nodepool,capacity_type}` += 1.
+    pub fn nodeclaim_disrupted(&self, nodepool: &str, reason: &str, capacity_type: &str) {
+        let l = labels(
+            ["reason", "nodepool", "capacity_type"],
+            [reason, nodepool, capacity_type],
+        );
         self.nodeclaims_disrupted.get_or_create(&l).inc();
     }
 

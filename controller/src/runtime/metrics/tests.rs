@@ -28,7 +28,7 @@ fn counters_are_exported_under_karpenters_names() {
     m.nodeclaim_created("default", reason::PROVISIONED);
     m.nodeclaim_created("gpu", reason::PROVISIONED);
     m.nodeclaim_terminated("default");
-    m.nodeclaim_disrupted("default", reason::UNDERUTILIZED);
+    m.nodeclaim_disrupted("default", reason::UNDERUTILIZED, "spot");
     m.node_created("default");
     m.node_terminated("default");
     m.interruption_message_received("spot_interrupted");
@@ -50,7 +50,9 @@ fn counters_are_exported_under_karpenters_names() {
         Some(1.0)
     );
     assert_eq!(
-        v("karpenter_nodeclaims_disrupted_total{reason=\"underutilized\",nodepool=\"default\"}"),
+        v(
+            "karpenter_nodeclaims_disrupted_total{reason=\"underutilized\",nodepool=\"default\",capacity_type=\"spot\"}"
+        ),
         Some(1.0)
     );
     assert_eq!(
@@ -295,4 +297,61 @@ fn error_labels_name_the_variant() {
     for (err, want) in cases {
         assert_eq!(error_label(&err), want);
     }
+}
+
+#[test]
+fn disruption_metrics_are_exported_under_karpenter_v1_names() {
+    let m = Metrics::new();
+    let d = &m.disruption;
+    d.set_eligible_nodes("underutilized", 3);
+    d.decision("replace", "underutilized", "single");
+    d.decision("replace", "underutilized", "single");
+    d.observe_evaluation(
+        "underutilized",
+        "multi",
+        std::time::Duration::from_millis(40),
+    );
+    d.queue_failures("replace", "drifted", "", 2);
+    d.failed_validation("multi");
+    d.set_allowed_disruptions("default", "Underutilized", 1);
+    let text = m.encode();
+    let v = |s: &str| value(&text, s);
+    assert_eq!(
+        v("karpenter_voluntary_disruption_eligible_nodes{reason=\"underutilized\"}"),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        v(
+            "karpenter_voluntary_disruption_decisions_total{decision=\"replace\",reason=\"underutilized\",consolidation_type=\"single\"}"
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        v(
+            "karpenter_voluntary_disruption_decision_evaluation_duration_seconds_count{reason=\"underutilized\",consolidation_type=\"multi\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        v(
+            "karpenter_voluntary_disruption_queue_failures_total{decision=\"replace\",reason=\"drifted\",consolidation_type=\"\"}"
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        v("karpenter_voluntary_disruption_failed_validations_total{consolidation_type=\"multi\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        v(
+            "karpenter_voluntary_disruption_consolidation_timeouts_total{consolidation_type=\"single\"}"
+        ),
+        Some(0.0),
+        "pre-created at 0 as Karpenter does"
+    );
+    assert_eq!(
+        v("karpenter_nodepools_allowed_disruptions{nodepool=\"default\",reason=\"Underutilized\"}"),
+        Some(1.0)
+    );
 }
