@@ -99,37 +99,8 @@ pub struct SimulateArgs {
     pub replace_with_several: bool,
     /// How many candidates multi-node consolidation considers at once: a number, or `all`
     /// for no cap (beyond Karpenter, which caps at 100).
-    #[arg(long, value_name = "N|all", default_value = "100", value_parser = parse_candidate_cap)]
-    pub multi_node_candidates: CandidateCap,
-}
-
-/// `--multi-node-candidates`: a cap on multi-node consolidation's batch, or none.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CandidateCap(pub Option<usize>);
-
-impl std::fmt::Display for CandidateCap {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(n) => write!(f, "{n}"),
-            None => f.write_str("all"),
-        }
-    }
-}
-
-/// Parses `all` or a count of at least 2 (a batch of one is single-node consolidation).
-fn parse_candidate_cap(text: &str) -> Result<CandidateCap, String> {
-    if text.eq_ignore_ascii_case("all") {
-        return Ok(CandidateCap(None));
-    }
-    match text.parse::<usize>() {
-        Ok(n) if n >= 2 => Ok(CandidateCap(Some(n))),
-        Ok(n) => Err(format!(
-            "{n}: multi-node consolidation needs at least 2 candidates (or `all`)"
-        )),
-        Err(_) => Err(format!(
-            "{text:?}: expected a number of candidates or `all`"
-        )),
-    }
+    #[arg(long, value_name = "N|all", default_value = "100", value_parser = crate::runtime::settings::parse_candidate_cap)]
+    pub multi_node_candidates: crate::runtime::settings::CandidateCap,
 }
 
 /// `--packing` values.

@@ -109,6 +109,41 @@ pub struct Settings {
     /// a launch whose NodeClaim status is still being written is not mistaken for a leak.
     #[arg(long, env = "GC_GRACE", default_value = "30s", value_parser = parse_positive_duration)]
     pub gc_grace: Duration,
+
+    /// How often the disruption loop looks for work when nothing changed (Karpenter: 10s).
+    #[arg(long, env = "DISRUPTION_POLL_INTERVAL", default_value = "10s", value_parser = parse_positive_duration)]
+    pub disruption_poll_interval: Duration,
+
+    /// How long a consolidation command waits before it is re-planned and, if it still
+    /// holds, carried out (Karpenter: 15s).
+    #[arg(long, env = "CONSOLIDATION_VALIDATION_WAIT", default_value = "15s", value_parser = parse_positive_duration)]
+    pub consolidation_validation_wait: Duration,
+
+    /// A disruption command whose replacements are not all initialized this long after it
+    /// started is rolled back (Karpenter: 10m).
+    #[arg(long, env = "DISRUPTION_QUEUE_TIMEOUT", default_value = "10m", value_parser = parse_positive_duration)]
+    pub disruption_queue_timeout: Duration,
+
+    /// How often every NodeClaim's drift is re-checked against the cloud (AMI, subnets,
+    /// security groups) without an event (Karpenter: 5m).
+    #[arg(long, env = "DRIFT_RECHECK_INTERVAL", default_value = "5m", value_parser = parse_positive_duration)]
+    pub drift_recheck_interval: Duration,
+
+    /// Least saving, in USD per hour, a consolidation must bring (0: any saving, as
+    /// Karpenter). A NodePool's `karpenter-rs.io/min-consolidation-savings` annotation
+    /// overrides it.
+    #[arg(long, env = "MIN_CONSOLIDATION_SAVINGS", default_value_t = 0.0, value_parser = parse_savings)]
+    pub min_consolidation_savings: f64,
+
+    /// Let single-node consolidation replace a node by several cheaper ones (beyond
+    /// Karpenter, which replaces a node by at most one).
+    #[arg(long, env = "CONSOLIDATION_REPLACE_WITH_SEVERAL", default_value_t = false, action = clap::ArgAction::Set, value_parser = parse_bool)]
+    pub consolidation_replace_with_several: bool,
+
+    /// How many candidates multi-node consolidation batches at once: a number, or `all`
+    /// (Karpenter: 100).
+    #[arg(long, env = "MULTI_NODE_CONSOLIDATION_CANDIDATES", default_value = "100", value_parser = parse_candidate_cap)]
+    pub multi_node_consolidation_candidates: CandidateCap,
 }
 
 /// Log verbosity (Karpenter accepts `debug`, `info` and `error`; `warn` is accepted too).
@@ -205,6 +240,45 @@ fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// `--multi-node-candidates` / `MULTI_NODE_CONSOLIDATION_CANDIDATES`: a cap on multi-node consolidation's batch, or none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CandidateCap(pub Option<usize>);
+
+impl std::fmt::Display for CandidateCap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(n) => write!(f, "{n}"),
+            None => f.write_str("all"),
+        }
+    }
+}
+
+/// Parses `all` or a count of at least 2 (a batch of one is single-node consolidation).
+pub fn parse_candidate_cap(text: &str) -> Result<CandidateCap, String> {
+    if text.eq_ignore_ascii_case("all") {
+        return Ok(CandidateCap(None));
+    }
+    match text.parse::<usize>() {
+        Ok(n) if n >= 2 => Ok(CandidateCap(Some(n))),
+        Ok(n) => Err(format!(
+            "{n}: multi-node consolidation needs at least 2 candidates (or `all`)"
+        )),
+        Err(_) => Err(format!(
+            "{text:?}: expected a number of candidates or `all`"
+        )),
+    }
+}
+
+/// A non-negative, finite amount of USD per hour.
+fn parse_savings(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a non-negative amount of USD per hour"
+        )),
+    }
+}
+
 /// Booleans as Go's `strconv.ParseBool` accepts them, so env blocks written for Karpenter work.
 fn parse_bool(s: &str) -> Result<bool, String> {
     match s.trim() {
@@ -256,7 +330,14 @@ mod tests {
     use super::*;
 
     /// The environment variables the settings read; cleared around every parse.
-    const VARS: [&str; 15] = [
+    const VARS: [&str; 22] = [
+        "DISRUPTION_POLL_INTERVAL",
+        "CONSOLIDATION_VALIDATION_WAIT",
+        "DISRUPTION_QUEUE_TIMEOUT",
+        "DRIFT_RECHECK_INTERVAL",
+        "MIN_CONSOLIDATION_SAVINGS",
+        "CONSOLIDATION_REPLACE_WITH_SEVERAL",
+        "MULTI_NODE_CONSOLIDATION_CANDIDATES",
         "CLUSTER_NAME",
         "CLUSTER_ENDPOINT",
         "INTERRUPTION_QUEUE",
@@ -336,6 +417,13 @@ mod tests {
                 registration_ttl: Duration::from_secs(900),
                 gc_interval: Duration::from_secs(120),
                 gc_grace: Duration::from_secs(30),
+                disruption_poll_interval: Duration::from_secs(10),
+                consolidation_validation_wait: Duration::from_secs(15),
+                disruption_queue_timeout: Duration::from_secs(600),
+                drift_recheck_interval: Duration::from_secs(300),
+                min_consolidation_savings: 0.0,
+                consolidation_replace_with_several: false,
+                multi_node_consolidation_candidates: CandidateCap(Some(100)),
             }
         );
         assert!(s.feature_gates.drift && !s.feature_gates.spot_to_spot_consolidation);
@@ -426,8 +514,41 @@ mod tests {
     }
 
     #[test]
+    fn disruption_settings_read_from_the_environment() {
+        let s = parse(
+            &[
+                ("CLUSTER_NAME", "prod"),
+                ("DISRUPTION_POLL_INTERVAL", "2s"),
+                ("CONSOLIDATION_VALIDATION_WAIT", "3s"),
+                ("DISRUPTION_QUEUE_TIMEOUT", "90s"),
+                ("DRIFT_RECHECK_INTERVAL", "20s"),
+                ("MIN_CONSOLIDATION_SAVINGS", "0.05"),
+                ("CONSOLIDATION_REPLACE_WITH_SEVERAL", "true"),
+                ("MULTI_NODE_CONSOLIDATION_CANDIDATES", "all"),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(s.disruption_poll_interval, Duration::from_secs(2));
+        assert_eq!(s.consolidation_validation_wait, Duration::from_secs(3));
+        assert_eq!(s.disruption_queue_timeout, Duration::from_secs(90));
+        assert_eq!(s.drift_recheck_interval, Duration::from_secs(20));
+        assert_eq!(s.min_consolidation_savings, 0.05);
+        assert!(s.consolidation_replace_with_several);
+        assert_eq!(s.multi_node_consolidation_candidates, CandidateCap(None));
+    }
+
+    #[test]
     fn bad_values_name_the_setting() {
-        let cases: [(&str, &str, &str); 10] = [
+        let cases: [(&str, &str, &str); 14] = [
+            ("MIN_CONSOLIDATION_SAVINGS", "-1", "non-negative"),
+            ("MULTI_NODE_CONSOLIDATION_CANDIDATES", "1", "at least 2"),
+            (
+                "CONSOLIDATION_REPLACE_WITH_SEVERAL",
+                "sure",
+                "--consolidation-replace-with-several",
+            ),
+            ("CONSOLIDATION_VALIDATION_WAIT", "0s", "greater than zero"),
             ("BATCH_IDLE_DURATION", "1 second", "--batch-idle-duration"),
             ("BATCH_MAX_DURATION", "0s", "greater than zero"),
             (
