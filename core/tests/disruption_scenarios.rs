@@ -24,54 +24,9 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::jiff::Timestamp;
 use karpenter_core::disruption::report::render_text;
-use karpenter_core::disruption::{DisruptionInput, DisruptionOptions, Method, Plan, plan};
-use karpenter_core::ingest::disruption::disruption_input;
+use karpenter_core::disruption::{DisruptionInput, Method, Plan, plan};
 use karpenter_core::snapshot::PodKey;
-
-const DEFAULT_NOW: &str = "2026-12-07T12:00:00Z";
-
-fn directive<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix('#'))
-        .filter_map(|l| l.trim().strip_prefix(key))
-        .map(str::trim)
-        .next()
-}
-
-fn input_of(path: &Path) -> DisruptionInput {
-    let text = std::fs::read_to_string(path).expect("read scenario");
-    let now: Timestamp = directive(&text, "now:")
-        .unwrap_or(DEFAULT_NOW)
-        .parse()
-        .expect("now: RFC 3339");
-    let options = DisruptionOptions {
-        spot_to_spot: directive(&text, "spot-to-spot:") == Some("true"),
-        replace_with_several: directive(&text, "replace-with-several:") == Some("true"),
-        multi_node_cap: match directive(&text, "multi-node-cap:") {
-            None => DisruptionOptions::default().multi_node_cap,
-            Some("none") => None,
-            Some(n) => Some(n.parse().expect("multi-node-cap: a count or none")),
-        },
-        ..DisruptionOptions::default()
-    };
-    let catalog = match directive(&text, "catalog:") {
-        None | Some("default") => common::ec2_instance_types,
-        Some("extended") => common::ec2_instance_types_extended,
-        Some(other) => panic!("{}: unknown catalog {other:?}", path.display()),
-    };
-    let (manifests, build) = common::load_all_with(path, catalog);
-    disruption_input(
-        &manifests,
-        &build.snapshot,
-        &build.node_pools,
-        now,
-        options,
-        0.0,
-    )
-    .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()))
-}
 
 fn files() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/disruption");
@@ -157,7 +112,7 @@ fn disruption_scenarios() {
     assert!(!files.is_empty());
     for path in files {
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-        let input = input_of(&path);
+        let input = common::disruption_input_of(&path);
         let first = plan(&input);
         let again = plan(&input);
         assert_eq!(first, again, "{name}: the plan is deterministic");

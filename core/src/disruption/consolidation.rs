@@ -32,9 +32,21 @@ pub struct Replacement {
     pub zone: Option<String>,
     /// Price per hour of the cheapest option.
     pub price: f64,
+    /// The scheduler's claim it came from (its pods, requests, labels and taints).
+    pub scheduled: NewNodeClaim,
 }
 
 impl Replacement {
+    /// The claim to launch: the scheduler's, narrowed to this replacement's requirements
+    /// and instance types.
+    pub fn launch_claim(&self) -> NewNodeClaim {
+        NewNodeClaim {
+            requirements: self.requirements.clone(),
+            instance_types: self.instance_types.clone(),
+            ..self.scheduled.clone()
+        }
+    }
+
     /// A replacement exactly as the scheduler opened it (drift keeps the scheduler's claims).
     pub fn from_claim(claim: &NewNodeClaim) -> Replacement {
         let pinned = |key: &str| {
@@ -51,6 +63,7 @@ impl Replacement {
             capacity_type: pinned(labels::CAPACITY_TYPE),
             zone: pinned(labels::ZONE),
             price: claim.cheapest_price(),
+            scheduled: claim.clone(),
         }
     }
 }
@@ -301,6 +314,7 @@ fn replacement(claim: &NewNodeClaim, reqs: Requirements, priced: &[Priced<'_>]) 
         instance_types,
         capacity_type,
         zone,
+        scheduled: claim.clone(),
     }
 }
 

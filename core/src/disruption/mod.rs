@@ -10,8 +10,8 @@
 //!   stable);
 //! - the plan repeats the pass until nothing acts, so it lists every command the controller
 //!   would start in quick succession, not only the first;
-//! - consolidation validation (Karpenter re-simulates after 15 s) is the controller's job: a
-//!   plan is computed from one snapshot;
+//! - a plan is computed from one snapshot; the controller waits (Karpenter: 15 s) and checks a
+//!   consolidation command with [`validate`] on a fresh snapshot before carrying it out;
 //! - `min_savings_per_hour` per NodePool (off by default) refuses consolidations that save
 //!   less.
 
@@ -31,5 +31,5 @@ pub use input::{
     ClaimFacts, DisruptionInput, DisruptionOptions, Drift, NodeFacts, PdbFacts, PodFacts,
     PoolDisruption,
 };
-pub use plan::{plan, plan_traced};
+pub use plan::{Invalid, plan, plan_traced, validate};
 pub use reasons::KeptReason;

@@ -19,6 +19,10 @@ use super::input::DisruptionInput;
 use super::reasons::KeptReason;
 use super::simulate::{Answer, Moving, Removal, Simulation, answer, distinct_keys, origins, view};
 
+mod validate;
+
+pub use validate::{Invalid, validate};
+
 /// How long a node that a command planned pods onto is not a candidate (Karpenter: 20 s).
 pub const NOMINATION: Duration = Duration::from_secs(20);
 

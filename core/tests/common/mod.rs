@@ -5,7 +5,10 @@
 
 use std::path::Path;
 
+use k8s_openapi::jiff::Timestamp;
 use karpenter_core::api;
+use karpenter_core::disruption::{DisruptionInput, DisruptionOptions};
+use karpenter_core::ingest::disruption::disruption_input;
 use karpenter_core::ingest::{Manifest, SnapshotBuild, build_snapshot, parse_manifests};
 use karpenter_core::instance_type::{InstanceType, Offering};
 use karpenter_core::labels::{self, aws};
@@ -371,4 +374,51 @@ pub fn load_all_with(
         }
     }
     (manifests, build)
+}
+
+/// The disruption scenarios' default clock.
+pub const DEFAULT_NOW: &str = "2026-12-07T12:00:00Z";
+
+/// The value of a `# key: value` directive in a scenario file's comments.
+pub fn directive<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix('#'))
+        .filter_map(|l| l.trim().strip_prefix(key))
+        .map(str::trim)
+        .next()
+}
+
+/// A disruption scenario file's input, with its directives (`now`, `spot-to-spot`, `catalog`,
+/// `replace-with-several`, `multi-node-cap`) applied.
+pub fn disruption_input_of(path: &Path) -> DisruptionInput {
+    let text = std::fs::read_to_string(path).expect("read scenario");
+    let now: Timestamp = directive(&text, "now:")
+        .unwrap_or(DEFAULT_NOW)
+        .parse()
+        .expect("now: RFC 3339");
+    let options = DisruptionOptions {
+        spot_to_spot: directive(&text, "spot-to-spot:") == Some("true"),
+        replace_with_several: directive(&text, "replace-with-several:") == Some("true"),
+        multi_node_cap: match directive(&text, "multi-node-cap:") {
+            None => DisruptionOptions::default().multi_node_cap,
+            Some("none") => None,
+            Some(n) => Some(n.parse().expect("multi-node-cap: a count or none")),
+        },
+        ..DisruptionOptions::default()
+    };
+    let catalog = match directive(&text, "catalog:") {
+        None | Some("default") => ec2_instance_types,
+        Some("extended") => ec2_instance_types_extended,
+        Some(other) => panic!("{}: unknown catalog {other:?}", path.display()),
+    };
+    let (manifests, build) = load_all_with(path, catalog);
+    disruption_input(
+        &manifests,
+        &build.snapshot,
+        &build.node_pools,
+        now,
+        options,
+        0.0,
+    )
+    .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()))
 }
