@@ -7,7 +7,8 @@
 //! | [`provisioner`] | new NodeClaims; `Nominated` / `FailedScheduling` events |
 //! | [`lifecycle`] | NodeClaim `Launched`/`Registered`/`Initialized`/`Ready`; Node labels and taints from the claim |
 //! | [`gc`] | termination of instances no claim accounts for; deletion of claims whose instance is gone |
-//! | [`termination`] | evictions, the disrupted taint, instance termination, termination finalizers, `InstanceTerminating` |
+//! | [`termination`] | evictions, the disrupted taint on nodes being deleted, instance termination, termination finalizers, `InstanceTerminating` |
+//! | [`disruption`] | replacement NodeClaims; deletion of disrupted NodeClaims; the disrupted taint on candidates not yet deleted; NodeClaim `DisruptionReason` |
 //! | [`nodeclass_status`] | EC2NodeClass status |
 //! | [`nodepool_status`] | NodePool `ValidationSucceeded` / `Ready` conditions; `ValidationFailed` events |
 
@@ -17,6 +18,7 @@ use futures::Stream;
 
 pub mod backoff;
 pub mod conditions;
+pub mod disruption;
 pub mod events;
 pub mod gc;
 pub mod lifecycle;

@@ -22,6 +22,7 @@ use kube_client::{Api, Client, Config};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::controllers::disruption::{self, DisruptionContext, DisruptionSettings};
 use crate::controllers::events::Events;
 use crate::controllers::lifecycle::{self, LifecycleContext};
 use crate::controllers::termination::{self, TerminationContext};
@@ -329,12 +330,34 @@ fn start_controllers(
             state: state.clone(),
             provider: provider.clone(),
             metrics: metrics.clone(),
-            events: Arc::new(Events::new(recorder)),
+            events: Arc::new(Events::new(recorder.clone())),
             eviction_api_version,
             evictions: Default::default(),
             backoff: Default::default(),
             drained: Default::default(),
         })),
+    );
+    controllers.spawn(
+        "disruption",
+        disruption::run(Arc::new(DisruptionContext::new(
+            client.clone(),
+            state.clone(),
+            provider.clone(),
+            metrics.clone(),
+            Arc::new(Events::new(recorder.clone())),
+            DisruptionSettings {
+                poll_interval: settings.disruption_poll_interval,
+                validation_wait: settings.consolidation_validation_wait,
+                queue_timeout: settings.disruption_queue_timeout,
+                options: karpenter_core::disruption::DisruptionOptions {
+                    spot_to_spot: settings.feature_gates.spot_to_spot_consolidation,
+                    replace_with_several: settings.consolidation_replace_with_several,
+                    multi_node_cap: settings.multi_node_consolidation_candidates.0,
+                    ..Default::default()
+                },
+                min_savings_per_hour: settings.min_consolidation_savings,
+            },
+        ))),
     );
     controllers.spawn(
         "garbage collection",

@@ -17,6 +17,7 @@ use kube_client::api::{Api, ApiResource, DynamicObject};
 use kube_client::core::GroupVersionKind;
 use tokio::sync::Notify;
 
+pub mod gather;
 pub mod objects;
 pub mod snapshot;
 pub mod volume_topology;

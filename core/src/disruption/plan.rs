@@ -39,6 +39,16 @@ pub fn plan_traced(input: &DisruptionInput) -> (Plan, Vec<Option<Simulation>>) {
     Planner::new(input, true).run()
 }
 
+/// The budgets of every NodePool and reason at `input.now`, counting the nodes already
+/// disrupting (being deleted or not Ready): what the `karpenter_nodepools_allowed_disruptions`
+/// gauge shows and what the next command may take.
+pub fn budgets(input: &DisruptionInput) -> BudgetMap {
+    let planner = Planner::new(input, false);
+    let deleting = planner.deleting.clone();
+    let cands = candidates(input, &|i| deleting.contains(&i));
+    planner.budgets(&cands)
+}
+
 struct Planner<'a> {
     input: &'a DisruptionInput,
     solve: SolveOptions,

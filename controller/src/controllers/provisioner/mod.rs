@@ -14,16 +14,15 @@ use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use karpenter_core::api::NodeClaim;
 use karpenter_core::ingest::is_pending_unschedulable;
-use karpenter_core::instance_type::InstanceType;
 use karpenter_core::scheduling::{SolveOptions, solve};
-use karpenter_providers::{CloudProvider, NodePoolRef};
+use karpenter_providers::CloudProvider;
 use kube_client::api::{Api, PostParams};
 use kube_client::runtime::events::{Event, EventType, Recorder};
 use kube_client::{Client, Resource};
 
 use crate::model::ClusterState;
-use crate::model::snapshot::{ClusterObjects, build_snapshot, pod_key};
-use crate::model::volume_topology::VolumeObjects;
+use crate::model::gather::{Gathered, gather};
+use crate::model::snapshot::pod_key;
 use crate::runtime::metrics::Metrics;
 
 mod apply;
@@ -150,41 +149,9 @@ impl Provisioner {
     /// One pass: snapshot, solve, create claims, emit events. A refused create is counted in
     /// [`PassOutcome::failed`]; it does not end the pass.
     pub async fn provision_once(&self) -> PassOutcome {
-        let (pools, bad_pools) = self.state.pools();
-        for e in bad_pools {
-            tracing::warn!(error = %e, "NodePool skipped");
-        }
-        let mut instance_types: BTreeMap<String, Vec<InstanceType>> = BTreeMap::new();
-        for pool in &pools {
-            let key = NodePoolRef {
-                name: pool.name().to_owned(),
-                node_class: pool.node_class().to_owned(),
-            };
-            match self.provider.instance_types(&key).await {
-                Ok(types) => {
-                    instance_types.insert(key.name, types);
-                }
-                Err(e) => tracing::warn!(nodepool = %key.name, error = %e, "no instance types"),
-            }
-        }
-        let pods = self.state.pods.state();
-        let nodes = self.state.nodes.state();
-        let claims = self.state.node_claims.state();
-        let daemon_sets = self.state.daemon_sets.state();
-        let volumes = VolumeObjects::new(
-            &self.state.volume_claims.state(),
-            &self.state.volumes.state(),
-            &self.state.storage_classes.state(),
-        );
-        let built = build_snapshot(&ClusterObjects {
-            pods: &pods,
-            nodes: &nodes,
-            pools: &pools,
-            claims: &claims,
-            daemon_sets: &daemon_sets,
-            instance_types: &instance_types,
-            volumes: &volumes,
-        });
+        let Gathered {
+            pools, pods, built, ..
+        } = gather(&self.state, self.provider.as_ref()).await;
         for p in &built.problems {
             tracing::warn!(problem = %p, "object left out of scheduling");
         }

@@ -34,8 +34,10 @@ impl DisruptionMetrics {
         };
         // Karpenter pre-creates both consolidation types at 0.
         for t in ["single", "multi"] {
-            m.consolidation_timeouts
-                .get_or_create(&labels(["consolidation_type"], [t]));
+            drop(
+                m.consolidation_timeouts
+                    .get_or_create(&labels(["consolidation_type"], [t])),
+            );
         }
         r.register(
             "voluntary_disruption_eligible_nodes",
