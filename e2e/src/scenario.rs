@@ -12,7 +12,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
 use karpenter_core::api::NodeClaim;
 use kube_client::ResourceExt;
-use kube_client::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
+use kube_client::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube_client::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, MutexGuard};
@@ -56,6 +56,8 @@ pub struct PoolSpec {
     pub user_data: Option<&'static str>,
     /// `spec.template.spec.terminationGracePeriod` (v1beta1 has it since Karpenter 0.37).
     pub termination_grace_period: Option<&'static str>,
+    /// `spec.disruption` (default: the seed's `WhenUnderutilized`, `expireAfter: 720h`).
+    pub disruption: Option<Value>,
 }
 
 impl PoolSpec {
@@ -79,6 +81,7 @@ impl PoolSpec {
                 "#!/bin/bash\nexport ENABLE_PREFIX_DELEGATION=true\nexport WARM_PREFIX_TARGET=1\n",
             ),
             termination_grace_period: None,
+            disruption: None,
         }
     }
 
@@ -91,7 +94,15 @@ impl PoolSpec {
             limits: Value::Null,
             user_data: None,
             termination_grace_period: None,
+            disruption: None,
         }
+    }
+
+    /// The same pool with `spec.disruption` (v1beta1 fields: `consolidationPolicy`,
+    /// `consolidateAfter`, `expireAfter`, `budgets`).
+    pub fn with_disruption(mut self, disruption: Value) -> PoolSpec {
+        self.disruption = Some(disruption);
+        self
     }
 
     /// The same pool with a `terminationGracePeriod` on its template.
@@ -164,6 +175,9 @@ pub async fn apply_pool(ctx: &Ctx, name: &str, spec: &PoolSpec) {
     if !spec.limits.is_null() {
         pool.data["spec"]["limits"] = spec.limits.clone();
     }
+    if let Some(d) = &spec.disruption {
+        pool.data["spec"]["disruption"] = d.clone();
+    }
     pools
         .create(&PostParams::default(), &pool)
         .await
@@ -220,6 +234,18 @@ pub async fn deploy(
     api.create(&PostParams::default(), &d)
         .await
         .expect("create Deployment");
+}
+
+/// Sets the replicas of the test's Deployment `name`.
+pub async fn scale(ctx: &Ctx, name: &str, replicas: i32) {
+    let api: Api<Deployment> = Api::namespaced(ctx.kube.clone(), &ctx.id);
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+    )
+    .await
+    .expect("scale the Deployment");
 }
 
 /// [`deploy`] with cpu/memory requests, on any of the test's nodes.

@@ -6,13 +6,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_ec2::types::Filter;
-use k8s_openapi::api::apps::v1::Deployment;
 use karpenter_core::api::NodeClaim;
 use karpenter_e2e::controller::{ControllerProcess, install_crds};
 use karpenter_e2e::harness::*;
 use karpenter_e2e::scenario::*;
 use kube_client::ResourceExt;
-use kube_client::api::{Api, DeleteParams, Patch, PatchParams};
+use kube_client::api::{Api, DeleteParams};
 use serde_json::json;
 
 /// Rounds of launching and terminating [`CLAIMS_PER_ROUND`] claims: 10 × 3 = 30 cycles.
@@ -125,17 +124,6 @@ async fn instances_by_claim(
     (by_claim, all)
 }
 
-async fn scale(ctx: &Ctx, replicas: i32) {
-    let api: Api<Deployment> = Api::namespaced(ctx.kube.clone(), &ctx.id);
-    api.patch(
-        "web",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"replicas": replicas}})),
-    )
-    .await
-    .expect("scale");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_at_random_moments_leaks_nothing_and_never_buys_twice() {
     karpenter_e2e::install_crypto_provider();
@@ -158,7 +146,7 @@ async fn sigkill_at_random_moments_leaks_nothing_and_never_buys_twice() {
             let claims: Api<NodeClaim> = Api::all(ctx.kube.clone());
             for round in 0..ROUNDS {
                 // Launch: kill somewhere between the claims' creation and their status writes.
-                scale(&ctx, CLAIMS_PER_ROUND).await;
+                scale(&ctx, "web", CLAIMS_PER_ROUND).await;
                 tokio::time::sleep(Duration::from_millis(1_000 + moments.next_ms(4_000))).await;
                 kubelet.sigkill().await;
                 eventually(&format!("round {round}: 3 pods running"), Duration::from_secs(180), || async {
@@ -167,7 +155,7 @@ async fn sigkill_at_random_moments_leaks_nothing_and_never_buys_twice() {
                 })
                 .await;
                 // Terminate: kill somewhere in the drain or the instance termination.
-                scale(&ctx, 0).await;
+                scale(&ctx, "web", 0).await;
                 for c in claims_of(&ctx, &pool).await {
                     let _ = claims.delete(&c.name_any(), &DeleteParams::default()).await;
                 }
