@@ -34,7 +34,8 @@ impl DisruptionMetrics {
         };
         // Karpenter pre-creates both consolidation types at 0.
         for t in ["single", "multi"] {
-            m.consolidation_timeouts
+            let _ = m
+                .consolidation_timeouts
                 .get_or_create(&labels(["consolidation_type"], [t]));
         }
         r.register(
