@@ -24,6 +24,7 @@ use tokio::sync::watch;
 
 use crate::controllers::claim_disruption::{self, ClaimDisruptionContext};
 use crate::controllers::events::Events;
+use crate::controllers::expiration::{self, ExpirationContext};
 use crate::controllers::lifecycle::{self, LifecycleContext};
 use crate::controllers::termination::{self, TerminationContext};
 use crate::controllers::{gc, hash, nodeclass_status, nodepool_status, provisioner};
@@ -361,6 +362,16 @@ fn start_controllers(
             provider: provider.clone(),
             drift_gate: settings.feature_gates.drift,
             drift_recheck: settings.drift_recheck_interval,
+            backoff: Default::default(),
+        })),
+    );
+    controllers.spawn(
+        "nodeclaim.expiration",
+        expiration::run(Arc::new(ExpirationContext {
+            client: client.clone(),
+            state: state.clone(),
+            metrics: metrics.clone(),
+            counted: Default::default(),
             backoff: Default::default(),
         })),
     );
