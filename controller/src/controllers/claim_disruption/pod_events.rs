@@ -26,8 +26,15 @@ const PRUNE_EVERY: usize = 10_000;
 /// Runs until the process ends.
 pub async fn run(client: Client, state: ClusterState) {
     let api: Api<NodeClaim> = Api::all(client);
-    let mut seen: HashMap<String, PodPhase> = HashMap::new();
     let mut changes = std::pin::pin!(state.pods.changes());
+    // Seeded from the synced store, so a pod's first change after start-up (a pending pod
+    // getting bound) is seen as the transition it is.
+    let mut seen: HashMap<String, PodPhase> = state
+        .pods
+        .state()
+        .iter()
+        .filter_map(|p| Some((p.metadata.uid.clone()?, PodPhase::of(p))))
+        .collect();
     let mut count = 0usize;
     while let Some(pod) = changes.next().await {
         count += 1;
