@@ -151,8 +151,8 @@ pub struct StaticDriftInputs<'a> {
     pub pool: &'a NodePool,
     /// The pool's current hash.
     pub pool_stamp: &'a Stamp,
-    /// The instance types the pool may launch; `None` when they could not be listed (the check
-    /// is skipped rather than drifting every node on a cloud hiccup).
+    /// The instance types the pool may launch; `None` (or empty) when they could not be listed:
+    /// the check is skipped rather than drifting every node on a cloud hiccup.
     pub instance_types: Option<&'a [InstanceType]>,
     /// The claim's EC2NodeClass's current hash, when the class is known.
     pub class_stamp: Option<&'a Stamp>,
@@ -176,7 +176,9 @@ pub fn static_drift(inp: &StaticDriftInputs<'_>) -> Option<DriftVerdict> {
             "the NodeClaim's labels no longer satisfy the NodePool's requirements",
         ));
     }
-    if let Some(types) = inp.instance_types
+    // An empty list is a provider that is not ready (no resolved subnets, say), not a pool
+    // that offers nothing: drifting every node on it would replace the whole pool.
+    if let Some(types) = inp.instance_types.filter(|t| !t.is_empty())
         && let Some(why) = instance_type_gone(claim, types)
     {
         return Some(DriftVerdict::new(INSTANCE_TYPE_NOT_FOUND, why));

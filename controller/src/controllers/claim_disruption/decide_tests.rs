@@ -204,6 +204,12 @@ fn static_drift_takes_the_first_hit_in_karpenters_order() {
         static_drift(&inp).map(|d| d.reason),
         Some(INSTANCE_TYPE_NOT_FOUND.into())
     );
+    inp.instance_types = Some(&[]);
+    assert_eq!(
+        static_drift(&inp).map(|d| d.reason),
+        Some(NODE_CLASS_DRIFT.into()),
+        "no instance types at all is a provider not ready, not drift"
+    );
     inp.instance_types = None;
     assert_eq!(
         static_drift(&inp).map(|d| d.reason),
