@@ -11,16 +11,22 @@
 //! | [`disruption`] | replacement NodeClaims; deletion of disrupted NodeClaims; the disrupted taint on candidates not yet deleted; NodeClaim `DisruptionReason` |
 //! | [`nodeclass_status`] | EC2NodeClass status |
 //! | [`nodepool_status`] | NodePool `ValidationSucceeded` / `Ready` conditions; `ValidationFailed` events |
+//! | [`claim_disruption`] | NodeClaim `Consolidatable` / `Drifted` conditions and `status.lastPodEventTime` |
+//! | [`expiration`] | deletion of expired NodeClaims (`expireAfter` passed; forceful, unbudgeted) |
+//! | [`hash`] | the NodePool / EC2NodeClass hash and hash-version annotations, on the pools and classes and on NodeClaims (rewritten only when the claim's version is not current) |
 
 use std::time::Duration;
 
 use futures::Stream;
 
 pub mod backoff;
+pub mod claim_disruption;
 pub mod conditions;
 pub mod disruption;
 pub mod events;
+pub mod expiration;
 pub mod gc;
+pub mod hash;
 pub mod lifecycle;
 pub mod nodeclass_status;
 pub mod nodepool_status;

@@ -23,10 +23,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::controllers::disruption::{self, DisruptionContext, DisruptionSettings};
+use crate::controllers::claim_disruption::{self, ClaimDisruptionContext};
 use crate::controllers::events::Events;
+use crate::controllers::expiration::{self, ExpirationContext};
 use crate::controllers::lifecycle::{self, LifecycleContext};
 use crate::controllers::termination::{self, TerminationContext};
-use crate::controllers::{gc, nodeclass_status, nodepool_status, provisioner};
+use crate::controllers::{gc, hash, nodeclass_status, nodepool_status, provisioner};
 use crate::model::ClusterState;
 use crate::runtime::aws_sdk::{self, CREATE_FLEET_TIMEOUTS, DEFAULT_TIMEOUTS};
 use crate::runtime::http_server::{self, Health};
@@ -364,7 +366,7 @@ fn start_controllers(
         gc::run(
             client.clone(),
             state.clone(),
-            provider,
+            provider.clone(),
             settings.gc_interval,
             settings.gc_grace,
         ),
@@ -372,6 +374,33 @@ fn start_controllers(
     controllers.spawn(
         "nodeclass status",
         nodeclass_status::run(client.clone(), state.clone(), aws_provider),
+    );
+    // NodeClaim disruption status: hashes, then the conditions and expiry that read them.
+    controllers.spawn("hash", hash::run(client.clone(), state.clone()));
+    controllers.spawn(
+        "nodeclaim.disruption",
+        claim_disruption::run(Arc::new(ClaimDisruptionContext {
+            client: client.clone(),
+            state: state.clone(),
+            provider: provider.clone(),
+            drift_gate: settings.feature_gates.drift,
+            drift_recheck: settings.drift_recheck_interval,
+            backoff: Default::default(),
+        })),
+    );
+    controllers.spawn(
+        "nodeclaim.expiration",
+        expiration::run(Arc::new(ExpirationContext {
+            client: client.clone(),
+            state: state.clone(),
+            metrics: metrics.clone(),
+            counted: Default::default(),
+            backoff: Default::default(),
+        })),
+    );
+    controllers.spawn(
+        "nodeclaim.podevents",
+        claim_disruption::pod_events::run(client.clone(), state.clone()),
     );
 }
 

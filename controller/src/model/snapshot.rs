@@ -329,6 +329,15 @@ pub fn node_claim_for(decision: &NewNodeClaim, pool: &PoolView) -> NodeClaim {
 
     let requests = decision.pod_requests + decision.daemon_overhead;
     let mut annotations = template.metadata.annotations.clone();
+    // The template hash the claim is made from: static drift compares it with the pool's.
+    annotations.insert(
+        api::NODE_POOL_HASH_ANNOTATION_KEY.to_owned(),
+        api::nodepool_hash(np),
+    );
+    annotations.insert(
+        api::NODE_POOL_HASH_VERSION_ANNOTATION_KEY.to_owned(),
+        api::NODE_POOL_HASH_VERSION.to_owned(),
+    );
     if let Some(k) = &pool.kubelet {
         // Karpenter v1 records a converted v1beta1 pool's kubelet on its claims.
         if let Ok(json) = serde_json::to_string(k) {

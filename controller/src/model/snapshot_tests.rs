@@ -85,6 +85,16 @@ fn pending_pods_become_claims_with_pool_labels_owner_and_requests() {
     assert_eq!(labels["karpenter.sh/nodepool"], "default");
     assert_eq!(labels["team"], "a");
     assert_eq!(claim.metadata.generate_name.as_deref(), Some("default-"));
+    let annotations = claim.metadata.annotations.clone().unwrap();
+    assert_eq!(
+        annotations[karpenter_core::api::NODE_POOL_HASH_ANNOTATION_KEY],
+        karpenter_core::api::nodepool_hash(&pools[0].node_pool),
+        "the claim carries the hash of the template it is made from"
+    );
+    assert_eq!(
+        annotations[karpenter_core::api::NODE_POOL_HASH_VERSION_ANNOTATION_KEY],
+        karpenter_core::api::NODE_POOL_HASH_VERSION
+    );
     let owner = &claim.metadata.owner_references.as_ref().unwrap()[0];
     assert_eq!(
         (owner.kind.as_str(), owner.uid.as_str()),

@@ -7,6 +7,7 @@
 //! - [`validation`]: the CRD CEL rules and webhook checks, as pure functions.
 
 pub mod duration;
+pub mod hash;
 pub mod kubelet;
 pub mod nodeclaim;
 pub mod nodepool;
@@ -16,6 +17,7 @@ pub mod validation;
 pub use duration::{
     DurationError, GoDuration, NillableDuration, format_go_duration, parse_go_duration,
 };
+pub use hash::{NODE_POOL_HASH_VERSION, canonical_hash, nodepool_hash};
 pub use kubelet::KubeletConfiguration;
 pub use nodeclaim::{
     NodeClaim, NodeClaimSpec, NodeClaimStatus, NodeClassReference, NodeSelectorOperator,

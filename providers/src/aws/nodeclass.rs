@@ -3,6 +3,7 @@
 //! Karpenter 0.3x users still have ([`v1beta1`]) and the CEL rules as a pure function
 //! ([`validation`]).
 
+pub mod hash;
 pub mod v1beta1;
 pub mod validation;
 
@@ -17,6 +18,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use hash::{HASH_ANNOTATION_KEY, HASH_VERSION, HASH_VERSION_ANNOTATION_KEY, ec2nodeclass_hash};
 pub use validation::validate_ec2_node_class;
 
 /// API group of the AWS provider's objects.
