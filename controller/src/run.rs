@@ -22,8 +22,8 @@ use kube_client::{Api, Client, Config};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::controllers::disruption::{self, DisruptionContext, DisruptionSettings};
 use crate::controllers::claim_disruption::{self, ClaimDisruptionContext};
+use crate::controllers::disruption::{self, DisruptionContext, DisruptionSettings};
 use crate::controllers::events::Events;
 use crate::controllers::expiration::{self, ExpirationContext};
 use crate::controllers::lifecycle::{self, LifecycleContext};

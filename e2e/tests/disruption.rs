@@ -65,7 +65,15 @@ async fn an_empty_node_is_removed_after_consolidate_after() {
                 "expireAfter": "720h",
             }));
             apply_pool(&ctx, &pool, &spec).await;
-            deploy(&ctx, "one", Some(&pool), 1, json!({"cpu": "500m", "memory": "256Mi"}), |_| {}).await;
+            deploy(
+                &ctx,
+                "one",
+                Some(&pool),
+                1,
+                json!({"cpu": "500m", "memory": "256Mi"}),
+                |_| {},
+            )
+            .await;
             let claim = claim_holding(&ctx, &pool, "one", 1).await;
             scale(&ctx, "one", 0).await;
             eventually("the pod gone", DEADLINE, || async {
@@ -74,12 +82,16 @@ async fn an_empty_node_is_removed_after_consolidate_after() {
             .await;
             let emptied = Instant::now();
             let claims: Api<NodeClaim> = Api::all(ctx.kube.clone());
-            let took = time_until("the empty node's claim deleted", Duration::from_secs(120), || async {
-                match claims.get_opt(&claim.name_any()).await.ok()? {
-                    None => Some(()),
-                    Some(c) => c.metadata.deletion_timestamp.is_some().then_some(()),
-                }
-            })
+            let took = time_until(
+                "the empty node's claim deleted",
+                Duration::from_secs(120),
+                || async {
+                    match claims.get_opt(&claim.name_any()).await.ok()? {
+                        None => Some(()),
+                        Some(c) => c.metadata.deletion_timestamp.is_some().then_some(()),
+                    }
+                },
+            )
             .await;
             eprintln!(
                 "emptiness: claim deleted {:.1}s after its last pod left (consolidateAfter 20s)",
@@ -90,9 +102,11 @@ async fn an_empty_node_is_removed_after_consolidate_after() {
                 "consolidateAfter counts from the last pod event: deleted after {took:?}"
             );
             let id = instance_id(&claim).expect("provider id");
-            eventually("its instance terminated", Duration::from_secs(120), || async {
-                instance_gone(instance_state(&ctx, &id).await).then_some(())
-            })
+            eventually(
+                "its instance terminated",
+                Duration::from_secs(120),
+                || async { instance_gone(instance_state(&ctx, &id).await).then_some(()) },
+            )
             .await;
             let notes = event_notes(&ctx, None, "DisruptionTerminating", &claim.name_any()).await;
             assert!(
@@ -185,7 +199,15 @@ async fn a_replacement_that_cannot_launch_rolls_the_command_back() {
         let _sim = ctx.start_sim(ctx.sim_config_for_tag("karpenter.sh/nodepool", &pool));
         with_teardown(&ctx, &[&pool], async {
             apply_staging(&ctx, &pool, json!([])).await;
-            deploy(&ctx, "big", Some(&pool), 6, json!({"cpu": "1", "memory": "1Gi"}), |_| {}).await;
+            deploy(
+                &ctx,
+                "big",
+                Some(&pool),
+                6,
+                json!({"cpu": "1", "memory": "1Gi"}),
+                |_| {},
+            )
+            .await;
             let old = claim_holding(&ctx, &pool, "big", 6).await;
             let node_name_of_old = old
                 .status
@@ -204,10 +226,15 @@ async fn a_replacement_that_cannot_launch_rolls_the_command_back() {
                 (pods.len() == 1 && pod_running_ready(&pods[0])).then(|| pods[0].clone())
             })
             .await;
-            let took = time_until("the command rolled back", Duration::from_secs(180), || async {
-                let notes = event_notes(&ctx, None, "DisruptionRolledBack", &old.name_any()).await;
-                (!notes.is_empty()).then_some(())
-            })
+            let took = time_until(
+                "the command rolled back",
+                Duration::from_secs(180),
+                || async {
+                    let notes =
+                        event_notes(&ctx, None, "DisruptionRolledBack", &old.name_any()).await;
+                    (!notes.is_empty()).then_some(())
+                },
+            )
             .await;
             eprintln!("rollback: {:.1}s after the scale-down", took.as_secs_f64());
             eventually("the candidate untainted", DEADLINE, || async {
@@ -216,8 +243,14 @@ async fn a_replacement_that_cannot_launch_rolls_the_command_back() {
             })
             .await;
             let claims: Api<NodeClaim> = Api::all(ctx.kube.clone());
-            let current = claims.get(&old.name_any()).await.expect("the candidate's claim stays");
-            assert!(current.metadata.deletion_timestamp.is_none(), "never deleted");
+            let current = claims
+                .get(&old.name_any())
+                .await
+                .expect("the candidate's claim stays");
+            assert!(
+                current.metadata.deletion_timestamp.is_none(),
+                "never deleted"
+            );
             assert!(
                 current
                     .status

@@ -441,7 +441,9 @@ impl AwsCloudProvider {
             node_class: class,
         })?;
         let r = self.ready_resolution(&nc).await?;
-        if !r.amis.iter().any(|a| a.id == i.image_id) {
+        // A fact EC2 did not report (an empty image id or security group list; every VPC
+        // instance has both) is unknown, not changed: drifting on it would roll every node.
+        if !i.image_id.is_empty() && !r.amis.iter().any(|a| a.id == i.image_id) {
             let ids: Vec<&str> = r.amis.iter().map(|a| a.id.as_str()).collect();
             return Ok(Some(DriftReason::Ami(format!(
                 "instance image {} is not among the resolved AMIs [{}]",
@@ -460,7 +462,7 @@ impl AwsCloudProvider {
         }
         let have: BTreeSet<&str> = i.security_group_ids.iter().map(String::as_str).collect();
         let want: BTreeSet<&str> = r.security_groups.iter().map(|g| g.id.as_str()).collect();
-        if have != want {
+        if !have.is_empty() && have != want {
             return Ok(Some(DriftReason::SecurityGroup(format!(
                 "instance security groups [{}] differ from the resolved [{}]",
                 have.into_iter().collect::<Vec<_>>().join(", "),

@@ -160,7 +160,11 @@ async fn drift_reports_ami_subnet_and_security_group_changes() {
     let mut unowned = instance("i-5", "running", "prod");
     unowned.tags.remove(NODE_CLASS_TAG);
     unowned.image_id = "ami-old".into();
-    let all = [fine, old_ami, old_subnet, extra_sg, unowned];
+    // What moto reports for a fleet instance: no security groups, no image.
+    let mut unreported = instance("i-6", "running", "prod");
+    unreported.security_group_ids.clear();
+    unreported.image_id.clear();
+    let all = [fine, old_ami, old_subnet, extra_sg, unowned, unreported];
     f.ec2.with(|s| {
         for i in &all {
             s.instances.insert(i.id.clone(), i.clone());
@@ -178,6 +182,11 @@ async fn drift_reports_ami_subnet_and_security_group_changes() {
         "SecurityGroupDrift"
     );
     assert_eq!(drift(4).await.unwrap(), None);
+    assert_eq!(
+        drift(5).await.unwrap(),
+        None,
+        "facts EC2 did not report are unknown, not drifted"
+    );
 }
 
 fn untagged(id: &str, instance_type: &str, launched: i64) -> Instance {
