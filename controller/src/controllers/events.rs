@@ -38,6 +38,29 @@ impl Events {
     /// Publishes `note` about `object`, unless the same reason was published for it less than
     /// `floor` ago. Failures are logged, never returned: an Event is not worth a retry.
     pub async fn publish(&self, object: &ObjectReference, note: Note<'_>, floor: Duration) {
+        let reason = note.reason.to_owned();
+        self.publish_keyed(object, note, floor, reason).await
+    }
+
+    /// [`Events::publish`], with the floor applying per message: a different sentence for
+    /// the same reason (a node blocked by a PDB, then by a budget) is published at once.
+    pub async fn publish_distinct(
+        &self,
+        object: &ObjectReference,
+        note: Note<'_>,
+        floor: Duration,
+    ) {
+        let key = format!("{}\n{}", note.reason, note.message);
+        self.publish_keyed(object, note, floor, key).await
+    }
+
+    async fn publish_keyed(
+        &self,
+        object: &ObjectReference,
+        note: Note<'_>,
+        floor: Duration,
+        dedupe: String,
+    ) {
         let key = (
             object.uid.clone().unwrap_or_else(|| {
                 format!(
@@ -46,7 +69,7 @@ impl Events {
                     object.name.as_deref().unwrap_or("")
                 )
             }),
-            note.reason.to_owned(),
+            dedupe,
         );
         {
             let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());

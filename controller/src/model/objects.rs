@@ -17,6 +17,32 @@ pub fn node_pool_resource() -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk(api::GROUP, "v1", "NodePool"))
 }
 
+/// The NodePool resource to write `obj` through: v1beta1 for a v1beta1-shaped body (there is
+/// no conversion webhook, so the API server would validate it against the v1 schema and
+/// refuse even a metadata patch: `nodeClassRef.group` is required there), else v1.
+pub fn node_pool_resource_for(obj: &DynamicObject) -> ApiResource {
+    let version = if is_v1beta1_node_pool(&body(obj)) {
+        "v1beta1"
+    } else {
+        "v1"
+    };
+    ApiResource::from_gvk(&GroupVersionKind::gvk(api::GROUP, version, "NodePool"))
+}
+
+/// The EC2NodeClass resource to write `obj` through (see [`node_pool_resource_for`]).
+pub fn node_class_resource_for(obj: &DynamicObject) -> ApiResource {
+    let version = if is_v1beta1_node_class(&body(obj)) {
+        "v1beta1"
+    } else {
+        "v1"
+    };
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        nodeclass::GROUP,
+        version,
+        "EC2NodeClass",
+    ))
+}
+
 /// The EC2NodeClass resource at its storage version.
 pub fn node_class_resource() -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk(
@@ -206,6 +232,37 @@ mod tests {
 
     fn dynamic(yaml: &str) -> DynamicObject {
         serde_yaml::from_str(yaml).expect("test YAML parses")
+    }
+
+    #[test]
+    fn a_v1beta1_shaped_pool_is_written_through_v1beta1_and_a_v1_one_through_v1() {
+        let old = dynamic(
+            r#"
+apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata: {name: staging}
+spec:
+  template:
+    spec:
+      nodeClassRef: {apiVersion: karpenter.k8s.aws/v1beta1, kind: EC2NodeClass, name: staging}
+      requirements: []
+  disruption: {consolidationPolicy: WhenUnderutilized, expireAfter: 720h}
+"#,
+        );
+        assert_eq!(node_pool_resource_for(&old).version, "v1beta1");
+        let new = dynamic(
+            r#"
+apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata: {name: default}
+spec:
+  template:
+    spec:
+      nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}
+      requirements: []
+"#,
+        );
+        assert_eq!(node_pool_resource_for(&new).version, "v1");
     }
 
     #[test]

@@ -219,23 +219,23 @@ async fn report(ctx: &DisruptionContext, g: &Gathered, input: &DisruptionInput, 
         m.set_allowed_disruptions(pool, reason_name(*reason), allowed);
     }
     for kept in &plan.kept {
-        let Some((reason, message)) = kept_event(kept) else {
+        let Some((reason, action, message)) = kept_event(kept) else {
             continue;
         };
         let note = || Note {
             type_: EventType::Normal,
             reason,
-            action: "Disruption",
+            action,
             message: message.clone(),
         };
         if let Some(node) = g.nodes.iter().find(|n| n.name_any() == kept.node) {
             ctx.events
-                .publish(&node.object_ref(&()), note(), KEPT_EVENT_FLOOR)
+                .publish_distinct(&node.object_ref(&()), note(), KEPT_EVENT_FLOOR)
                 .await;
         }
         if let Some(claim) = g.claims.iter().find(|c| c.name_any() == kept.node_claim) {
             ctx.events
-                .publish(&claim.object_ref(&()), note(), KEPT_EVENT_FLOOR)
+                .publish_distinct(&claim.object_ref(&()), note(), KEPT_EVENT_FLOOR)
                 .await;
         }
     }

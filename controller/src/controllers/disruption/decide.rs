@@ -386,7 +386,11 @@ pub fn stale_marks(nodes: &[&Node], claims: &[&NodeClaim], queue: &[QueuedComman
 /// for what blocks every method (do-not-disrupt, a PDB, a budget, a missing NodePool),
 /// `Unconsolidatable` for what stops consolidation. Lifecycle states (deleting, not
 /// initialized), `consolidateAfter` still running and "in use" get none.
-pub fn kept_event(kept: &Kept) -> Option<(&'static str, String)> {
+///
+/// Returns the Event reason, the reason's kind (the Event's `action`: kube's recorder folds
+/// Events with the same reason and action into one series, so a node blocked by a PDB and
+/// then by a budget needs two actions to get two Events) and the sentence.
+pub fn kept_event(kept: &Kept) -> Option<(&'static str, &'static str, String)> {
     kept.reasons.iter().find_map(|r| {
         let reason = match r {
             KeptReason::Deleting
@@ -401,7 +405,7 @@ pub fn kept_event(kept: &Kept) -> Option<(&'static str, String)> {
             | KeptReason::BudgetExhausted { .. } => "DisruptionBlocked",
             _ => "Unconsolidatable",
         };
-        Some((reason, r.to_string()))
+        Some((reason, r.kind(), r.to_string()))
     })
 }
 

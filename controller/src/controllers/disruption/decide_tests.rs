@@ -325,7 +325,7 @@ fn kept_nodes_get_the_event_of_their_first_actionable_reason() {
         namespace: "shop".into(),
         name: "web-0".into(),
     };
-    let (reason, message) = kept_event(&kept(vec![
+    let (reason, action, message) = kept_event(&kept(vec![
         KeptReason::ConsolidateAfterPending {
             remaining: Duration::from_secs(30),
         },
@@ -336,11 +336,12 @@ fn kept_nodes_get_the_event_of_their_first_actionable_reason() {
     ]))
     .expect("an event");
     assert_eq!(reason, "DisruptionBlocked");
+    assert_eq!(action, "pdb_blocks");
     assert!(
         message.contains("shop/web") && message.contains("web-0"),
         "{message}"
     );
-    let (reason, message) = kept_event(&kept(vec![KeptReason::NoCheaperReplacement {
+    let (reason, _, message) = kept_event(&kept(vec![KeptReason::NoCheaperReplacement {
         current: 0.1,
         best: Some(0.2),
     }]))

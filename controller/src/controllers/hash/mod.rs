@@ -73,16 +73,12 @@ pub fn class_stamp_for<'a>(
 /// Runs until the process ends: everything at start, on each NodePool, EC2NodeClass or
 /// NodeClaim change and every [`RESYNC_INTERVAL`].
 pub async fn run(client: Client, state: ClusterState) {
-    let pool_api: Api<DynamicObject> =
-        Api::all_with(client.clone(), &objects::node_pool_resource());
-    let class_api: Api<DynamicObject> =
-        Api::all_with(client.clone(), &objects::node_class_resource());
-    let claim_api: Api<NodeClaim> = Api::all(client);
+    let claim_api: Api<NodeClaim> = Api::all(client.clone());
     let mut pools = std::pin::pin!(state.node_pools.changes().fuse());
     let mut classes = std::pin::pin!(state.node_classes.changes().fuse());
     let mut claims = std::pin::pin!(state.node_claims.changes().fuse());
     loop {
-        reconcile_all(&state, &pool_api, &class_api, &claim_api).await;
+        reconcile_all(&state, &client, &claim_api).await;
         tokio::select! {
             Some(_) = pools.next() => {}
             Some(_) = classes.next() => {}
@@ -96,26 +92,25 @@ pub async fn run(client: Client, state: ClusterState) {
     }
 }
 
-async fn reconcile_all(
-    state: &ClusterState,
-    pool_api: &Api<DynamicObject>,
-    class_api: &Api<DynamicObject>,
-    claim_api: &Api<NodeClaim>,
-) {
+async fn reconcile_all(state: &ClusterState, client: &Client, claim_api: &Api<NodeClaim>) {
     let pool_stamps = pool_stamps(state);
     let class_stamps = class_stamps(state);
     for obj in state.node_pools.state() {
         let name = obj.metadata.name.clone().unwrap_or_default();
         if let Some(stamp) = pool_stamps.get(&name) {
             let patch = object_patch(obj.metadata.annotations.as_ref(), NODE_POOL_KEYS, stamp);
-            write(pool_api, "NodePool", &name, patch).await;
+            let api: Api<DynamicObject> =
+                Api::all_with(client.clone(), &objects::node_pool_resource_for(&obj));
+            write(&api, "NodePool", &name, patch).await;
         }
     }
     for obj in state.node_classes.state() {
         let name = obj.metadata.name.clone().unwrap_or_default();
         if let Some(stamp) = class_stamps.get(&name) {
             let patch = object_patch(obj.metadata.annotations.as_ref(), NODE_CLASS_KEYS, stamp);
-            write(class_api, "EC2NodeClass", &name, patch).await;
+            let api: Api<DynamicObject> =
+                Api::all_with(client.clone(), &objects::node_class_resource_for(&obj));
+            write(&api, "EC2NodeClass", &name, patch).await;
         }
     }
     for claim in state.node_claims.state() {

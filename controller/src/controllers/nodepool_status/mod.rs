@@ -34,13 +34,12 @@ pub const EVENT_FLOOR: Duration = Duration::from_secs(600);
 /// [`RESYNC_INTERVAL`].
 pub async fn run(client: Client, state: ClusterState, events: Arc<Events>) {
     let res = objects::node_pool_resource();
-    let api: Api<DynamicObject> = Api::all_with(client, &res);
     // The change broadcast, not a Notify: the NodePool watch pokes `capacity_changed`, which
     // Node and NodeClaim changes poke too, and a Notify wakes one waiter only.
     let mut changes = std::pin::pin!(state.node_pools.changes().fuse());
     loop {
         for obj in state.node_pools.state() {
-            reconcile_one(&api, &res, &events, &obj).await;
+            reconcile_one(&client, &res, &events, &obj).await;
         }
         tokio::select! {
             Some(_) = changes.next() => {
@@ -52,12 +51,7 @@ pub async fn run(client: Client, state: ClusterState, events: Arc<Events>) {
     }
 }
 
-async fn reconcile_one(
-    api: &Api<DynamicObject>,
-    res: &ApiResource,
-    events: &Events,
-    obj: &DynamicObject,
-) {
+async fn reconcile_one(client: &Client, res: &ApiResource, events: &Events, obj: &DynamicObject) {
     let name = obj.metadata.name.clone().unwrap_or_default();
     let decided = decide(obj, Timestamp::now());
     if !decided.problems.is_empty() {
@@ -82,6 +76,9 @@ async fn reconcile_one(
     // Only `conditions`: a merge patch leaves the rest of the status (resources) alone.
     // Guarded: a write from a stale read is refused, and the watch brings the newer pool.
     let patch = guarded_status_patch(&obj.metadata, &json!({"conditions": decided.conditions}));
+    // Through the body's own version: see `node_pool_resource_for`.
+    let api: Api<DynamicObject> =
+        Api::all_with(client.clone(), &objects::node_pool_resource_for(obj));
     if let Err(e) = api
         .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
         .await
