@@ -19,8 +19,8 @@ use serde_json::Value;
 
 use super::decide::{
     DISRUPTION_REASON, QueueStep, QueuedCommand, describe, eligible_counts, kept_event,
-    mark_in_flight, mark_patch, needs_validation, next_command, next_wake, queue_step,
-    reason_label, reason_name, stale_marks, unmark_patch,
+    mark_in_flight, mark_patch, needs_validation, next_command, next_wake, nominate_new_nodes,
+    queue_step, reason_label, reason_name, stale_marks, unmark_patch,
 };
 use super::{DisruptionContext, FORCED_PASS, QUEUE_POLL};
 use crate::controllers::conditions::{guarded_status_patch, is_conflict, upsert_condition};
@@ -117,6 +117,7 @@ fn input_of(
     ) {
         Ok(mut input) => {
             mark_in_flight(&mut input, queue);
+            nominate_new_nodes(&mut input);
             Some(input)
         }
         Err(errors) => {

@@ -137,6 +137,22 @@ pub fn mark_in_flight(input: &mut DisruptionInput, queue: &[QueuedCommand]) {
     }
 }
 
+/// Nominates nodes initialized less than [`NOMINATION`] ago: the provisioner made them for
+/// pending pods that may not be bound yet, so they must not look empty to emptiness (Karpenter
+/// nominates them when it schedules pods onto them).
+pub fn nominate_new_nodes(input: &mut DisruptionInput) {
+    let now = input.now;
+    for f in input.nodes.values_mut() {
+        let Some(at) = f.claim.as_ref().and_then(|c| c.initialized_at) else {
+            continue;
+        };
+        let until = at + NOMINATION;
+        if until > now {
+            f.nominated_until = Some(f.nominated_until.map_or(until, |u| u.max(until)));
+        }
+    }
+}
+
 /// What the queue does next with a command.
 #[derive(Clone, Debug, PartialEq)]
 pub enum QueueStep {

@@ -303,6 +303,18 @@ fn in_flight_commands_make_their_candidates_deleting_and_nominate_destinations()
         input.nodes["n-3"].nominated_until,
         Some(input.now + NOMINATION)
     );
+    // A node initialized just now is nominated for 20 s; one initialized long ago is not.
+    let mut fresh = input.clone();
+    let now = fresh.now;
+    if let Some(c) = fresh.nodes.get_mut("n-1").and_then(|f| f.claim.as_mut()) {
+        c.initialized_at = Some(now - Duration::from_secs(5));
+    }
+    fresh.nodes.get_mut("n-1").expect("n-1").nominated_until = None;
+    nominate_new_nodes(&mut fresh);
+    assert_eq!(
+        fresh.nodes["n-1"].nominated_until,
+        Some(now + Duration::from_secs(15))
+    );
     let again = karpenter_core::disruption::plan(&input);
     assert!(
         again.commands.is_empty(),
