@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
 use karpenter_core::api::NodeClaim;
-use karpenter_core::disruption::{self, Command, DisruptionInput, Plan};
+use karpenter_core::disruption::{self, Command, Disrupted, DisruptionInput, Plan};
 use karpenter_core::ingest::disruption::{DisruptionObjects, disruption_input_from};
 use kube_client::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube_client::runtime::events::EventType;
@@ -465,6 +465,28 @@ pub(super) async fn queue_loop(ctx: Arc<DisruptionContext>) {
     }
 }
 
+/// Publishes an Event on a candidate's Node and on its NodeClaim (those still in the model).
+async fn note_candidate(
+    ctx: &DisruptionContext,
+    d: &Disrupted,
+    type_: EventType,
+    reason: &str,
+    message: String,
+) {
+    if let Some(node) = ctx.state.nodes.find(|n| n.name_any() == d.node) {
+        let note = queue_note(type_, reason, message.clone());
+        ctx.events
+            .publish(&node.object_ref(&()), note, QUEUE_EVENT_FLOOR)
+            .await;
+    }
+    if let Some(claim) = ctx.state.node_claims.find(|c| c.name_any() == d.node_claim) {
+        let note = queue_note(type_, reason, message);
+        ctx.events
+            .publish(&claim.object_ref(&()), note, QUEUE_EVENT_FLOOR)
+            .await;
+    }
+}
+
 fn queue_note<'a>(type_: EventType, reason: &'a str, message: String) -> Note<'a> {
     Note {
         type_,
@@ -524,25 +546,7 @@ async fn advance(
             for d in cmd.candidates.clone() {
                 if first {
                     let msg = format!("Disrupting Node: {reason}/{}", cmd.action.as_str());
-                    let node = ctx.state.nodes.find(|n| n.name_any() == d.node);
-                    if let Some(node) = node {
-                        ctx.events
-                            .publish(
-                                &node.object_ref(&()),
-                                queue_note(EventType::Normal, "DisruptionTerminating", msg.clone()),
-                                QUEUE_EVENT_FLOOR,
-                            )
-                            .await;
-                    }
-                    if let Some(c) = claim_named(&d.node_claim) {
-                        ctx.events
-                            .publish(
-                                &c.object_ref(&()),
-                                queue_note(EventType::Normal, "DisruptionTerminating", msg),
-                                QUEUE_EVENT_FLOOR,
-                            )
-                            .await;
-                    }
+                    note_candidate(ctx, &d, EventType::Normal, "DisruptionTerminating", msg).await;
                 }
                 let api: Api<NodeClaim> = Api::all(ctx.client.clone());
                 match api.delete(&d.node_claim, &DeleteParams::default()).await {
@@ -590,24 +594,8 @@ async fn advance(
             unmark(ctx, &nodes, &claim_names).await;
             let msg = format!("Disruption rolled back, the node stays: {why}");
             for d in &cmd.candidates {
-                if let Some(node) = ctx.state.nodes.find(|n| n.name_any() == d.node) {
-                    ctx.events
-                        .publish(
-                            &node.object_ref(&()),
-                            queue_note(EventType::Warning, "DisruptionRolledBack", msg.clone()),
-                            QUEUE_EVENT_FLOOR,
-                        )
-                        .await;
-                }
-                if let Some(c) = claim_named(&d.node_claim) {
-                    ctx.events
-                        .publish(
-                            &c.object_ref(&()),
-                            queue_note(EventType::Warning, "DisruptionRolledBack", msg.clone()),
-                            QUEUE_EVENT_FLOOR,
-                        )
-                        .await;
-                }
+                let (kind, reason) = (EventType::Warning, "DisruptionRolledBack");
+                note_candidate(ctx, d, kind, reason, msg.clone()).await;
             }
             None
         }

@@ -287,10 +287,7 @@ pub fn has_disrupted_taint(node: &Node) -> bool {
 /// The merge patch marking a candidate `karpenter.sh/disrupted:NoSchedule` (replacing another
 /// effect of that key), guarded by the Node's resourceVersion; `None` when already marked.
 pub fn mark_patch(node: &Node) -> Option<Value> {
-    if taints(node)
-        .iter()
-        .any(|t| t.key == labels::DISRUPTED_TAINT && t.effect == "NoSchedule")
-    {
+    if crate::controllers::termination::decide::has_disrupted_taint(node) {
         return None;
     }
     let mut list: Vec<Taint> = taints(node)
