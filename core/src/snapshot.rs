@@ -314,6 +314,9 @@ pub struct NodePoolInput {
     pub node_limit: Option<usize>,
     /// Instance types of the pool's NodeClass (before the pool's requirements filter them).
     pub instance_types: Vec<InstanceType>,
+    /// Why the NodeClass offers no instance types right now (it is not ready, the listing
+    /// failed), when known; a pod that only this pool could take is told so.
+    pub unavailable: Option<String>,
 }
 
 impl NodePoolInput {
@@ -332,6 +335,7 @@ impl NodePoolInput {
             usage: Resources::ZERO,
             node_limit: None,
             instance_types,
+            unavailable: None,
         }
     }
 }

@@ -164,6 +164,26 @@ fn node_pool_limits_stop_launches_with_a_reason() {
 }
 
 #[test]
+fn a_pool_without_instance_types_says_why_instead_of_zero_allocatable() {
+    // A NodeClass that is not ready yet offers no types; the pod's reason must say so (it once
+    // read "insufficient cpu … at most 0 is allocatable").
+    let mut snap = snapshot_with(vec![pod("p", 1500, 256)], Vec::new());
+    let d = solve(&snap, &SolveOptions::default());
+    assert_eq!(d.unschedulable.len(), 1);
+    let reason = &d.unschedulable[0].reason;
+    assert!(reason.contains("no instance type"), "{reason}");
+    assert!(!reason.contains("allocatable"), "{reason}");
+
+    snap.node_pools[0].unavailable = Some("node class default is not ready".into());
+    let d = solve(&snap, &SolveOptions::default());
+    let reason = &d.unschedulable[0].reason;
+    assert!(
+        reason.contains("no instance types are available: node class default is not ready"),
+        "{reason}"
+    );
+}
+
+#[test]
 fn impossible_preferences_are_relaxed_and_reported() {
     let mut p = pod("p", 100, 100);
     let mut pref = karpenter_core::requirements::Requirements::new();

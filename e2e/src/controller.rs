@@ -25,9 +25,12 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The `karpenter` binary `cargo xtask e2e` builds before the tests (`CARGO_TARGET_DIR`
-/// honoured).
+/// The `karpenter` binary the tests start: `KARPENTER_E2E_BINARY` (the copy `cargo xtask e2e`
+/// makes of the one it built), else the build under `CARGO_TARGET_DIR`.
 pub fn karpenter_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("KARPENTER_E2E_BINARY") {
+        return PathBuf::from(path);
+    }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target"));

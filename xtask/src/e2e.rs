@@ -97,6 +97,17 @@ pub fn run_suite(args: &E2eArgs) -> anyhow::Result<(u64, u64)> {
     if !built.success() {
         bail!("building the e2e tests failed ({built})");
     }
+    // The tests start a copy, so building the controller while they run (another session's
+    // edit, a second e2e run) cannot swap the binary under them.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let xtask = Path::new(env!("CARGO_MANIFEST_DIR"));
+            xtask.parent().unwrap_or(xtask).join("target")
+        });
+    let binary = state_dir.join("karpenter");
+    std::fs::copy(target.join("debug").join("karpenter"), &binary)
+        .with_context(|| format!("copying the controller to {}", binary.display()))?;
     signals.check()?;
     let started = std::time::Instant::now();
     let mut opts = cluster::UpOptions::new(&state_dir);
@@ -117,7 +128,8 @@ pub fn run_suite(args: &E2eArgs) -> anyhow::Result<(u64, u64)> {
     let mut cmd = Command::new(&cargo);
     // Every test binary runs even when one fails, so the summary counts them all.
     cmd.args(["test", "--no-fail-fast", "-p", "karpenter-e2e"])
-        .env(cluster::STATE_DIR_VAR, &state_dir);
+        .env(cluster::STATE_DIR_VAR, &state_dir)
+        .env("KARPENTER_E2E_BINARY", &binary);
     if !args.test_args.is_empty() {
         cmd.arg("--").args(&args.test_args);
     }

@@ -20,10 +20,26 @@ pub struct Note<'a> {
     pub type_: EventType,
     /// Machine-readable reason (`Evicted`, `FailedDraining`, …).
     pub reason: &'a str,
-    /// What the controller was doing (`Termination`, `Provisioning`, …).
+    /// What the controller was doing (`Termination`, `Provisioning`, …); published with a
+    /// digest of the message (see [`series_action`]).
     pub action: &'a str,
     /// The sentence shown by `kubectl describe`.
     pub message: String,
+}
+
+/// The action to publish `message` under so that a new sentence starts a new Event.
+///
+/// kube-runtime's [`Recorder`] folds Events with the same reason and action about the same
+/// object into one series and keeps the *first* note, so a pod whose reason changes (its node
+/// class became ready, then the pool hit its limits) would show the stale sentence forever.
+/// client-go keys series on the note as well; a digest of the message in the action gives the
+/// same result through kube-runtime. `kubectl describe` does not show the action.
+pub fn series_action(base: &str, message: &str) -> String {
+    // FNV-1a: stable across processes and releases, unlike `DefaultHasher`.
+    let digest = message.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{base}/{:08x}", digest as u32)
 }
 
 impl Events {
@@ -89,8 +105,8 @@ impl Events {
         let event = Event {
             type_: note.type_,
             reason: note.reason.to_owned(),
+            action: series_action(note.action, &note.message),
             note: Some(note.message),
-            action: note.action.to_owned(),
             secondary: None,
         };
         match self.recorder.publish(&event, object).await {
@@ -109,5 +125,31 @@ impl Events {
             }
             Err(e) => tracing::debug!(error = %e, "event not recorded"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::series_action;
+
+    #[test]
+    fn a_new_sentence_gets_its_own_series() {
+        let limits = series_action(
+            "Provisioning",
+            "nodepool \"a\": nodepool limits leave no type",
+        );
+        let not_ready = series_action("Provisioning", "nodepool \"a\": node class is not ready");
+        assert_ne!(limits, not_ready);
+        assert_eq!(
+            limits,
+            series_action(
+                "Provisioning",
+                "nodepool \"a\": nodepool limits leave no type"
+            ),
+            "the same sentence must fold into one series"
+        );
+        assert!(limits.starts_with("Provisioning/"));
+        // The API server caps `action` at 128 characters.
+        assert!(series_action(&"x".repeat(100), &"y".repeat(10_000)).len() <= 128);
     }
 }

@@ -39,6 +39,7 @@ pub async fn gather(state: &ClusterState, provider: &dyn CloudProvider) -> Gathe
         tracing::warn!(error = %e, "NodePool skipped");
     }
     let mut instance_types: BTreeMap<String, Vec<InstanceType>> = BTreeMap::new();
+    let mut unavailable: BTreeMap<String, String> = BTreeMap::new();
     for pool in &pools {
         let key = NodePoolRef {
             name: pool.name().to_owned(),
@@ -48,7 +49,10 @@ pub async fn gather(state: &ClusterState, provider: &dyn CloudProvider) -> Gathe
             Ok(types) => {
                 instance_types.insert(key.name, types);
             }
-            Err(e) => tracing::warn!(nodepool = %key.name, error = %e, "no instance types"),
+            Err(e) => {
+                tracing::warn!(nodepool = %key.name, error = %e, "no instance types");
+                unavailable.insert(key.name, e.to_string());
+            }
         }
     }
     let pods = state.pods.state();
@@ -60,7 +64,7 @@ pub async fn gather(state: &ClusterState, provider: &dyn CloudProvider) -> Gathe
         &state.volumes.state(),
         &state.storage_classes.state(),
     );
-    let built = build_snapshot(&ClusterObjects {
+    let mut built = build_snapshot(&ClusterObjects {
         pods: &pods,
         nodes: &nodes,
         pools: &pools,
@@ -69,6 +73,10 @@ pub async fn gather(state: &ClusterState, provider: &dyn CloudProvider) -> Gathe
         instance_types: &instance_types,
         volumes: &volumes,
     });
+    // Pending pods are told why a pool had nothing to offer.
+    for input in &mut built.snapshot.node_pools {
+        input.unavailable = unavailable.remove(&input.name);
+    }
     Gathered {
         pools,
         instance_types,

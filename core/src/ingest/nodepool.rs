@@ -116,6 +116,7 @@ pub fn compile_node_pool(
         usage,
         node_limit,
         instance_types,
+        unavailable: None,
     })
 }
 

@@ -44,6 +44,15 @@ impl Solver<'_> {
         if pool.node_limit_reached() {
             return Err(self.node_limit_reason(p));
         }
+        if pool.types.is_empty() {
+            // Said plainly: a claim over no types would report "at most 0 is allocatable".
+            return Err(match &pool.input.unavailable {
+                Some(why) => format!("no instance types are available: {why}"),
+                None => "no instance type of its node class meets its requirements with an \
+                         offering"
+                    .to_string(),
+            });
+        }
         let index = self.claims.len();
         let hostname = placeholder_hostname(index);
         let host_domain = self

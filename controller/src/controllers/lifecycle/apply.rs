@@ -19,6 +19,7 @@ use super::{
     unregistered_taint_removal,
 };
 use crate::controllers::conditions::{self, guarded_status_patch, upsert_condition};
+use crate::controllers::events::series_action;
 use crate::model::snapshot::{claim_requirements, resource_list};
 
 pub(super) async fn apply(
@@ -408,8 +409,8 @@ async fn publish(
     let ev = Event {
         type_,
         reason: reason.to_owned(),
+        action: series_action("Lifecycle", &note),
         note: Some(note),
-        action: "Lifecycle".to_owned(),
         secondary: None,
     };
     if let Err(e) = ctx.recorder.publish(&ev, &claim.object_ref(&())).await {

@@ -20,6 +20,7 @@ use kube_client::api::{Api, PostParams};
 use kube_client::runtime::events::{Event, EventType, Recorder};
 use kube_client::{Client, Resource};
 
+use crate::controllers::events::series_action;
 use crate::model::ClusterState;
 use crate::model::gather::{Gathered, gather};
 use crate::model::snapshot::pod_key;
@@ -226,8 +227,8 @@ impl PassWrites for Provisioner {
         let ev = Event {
             type_,
             reason: reason.to_owned(),
+            action: series_action("Provisioning", &note),
             note: Some(note),
-            action: "Provisioning".to_owned(),
             secondary: None,
         };
         if let Err(e) = self.recorder.publish(&ev, &reference).await {
