@@ -12,6 +12,8 @@ What it adds to a plain moto server, before reporting ready:
     us-east-1a/b/c and a small second one in us-east-1a), three
     untagged public subnets, a discovery-tagged node security group and the SQS interruption queue
     named after the cluster (created with boto3 against the server itself);
+  * `POST /moto-api/karpenter/release-ami` with {"parameter": name} registers a new image and points
+    the SSM parameter at it (a new EKS AMI release: the drift tests use it);
   * `POST /moto-api/reset` resets moto and then re-seeds the same account with the same ids (moto's
     random generator is re-seeded first), so tests can return to a clean account cheaply.
 
@@ -53,6 +55,8 @@ BOTTLEROCKET_RELEASE = "v1.26.1-943d9a41"
 # Owners of the public AMIs on AWS: EKS (602401143452) and Bottlerocket (092701018921).
 EKS_OWNER = "602401143452"
 BOTTLEROCKET_OWNER = "092701018921"
+# `POST` {"parameter": "/aws/service/eks/…/image_id"} publishes a new AMI release behind it.
+RELEASE_AMI_PATH = "/moto-api/karpenter/release-ami"
 # Fixed seed of moto's id generator: the same seed + the same calls give the same ids after a reset.
 ID_SEED = 20241024
 
@@ -167,6 +171,51 @@ def seed_amis_and_parameters(region):
                     data_type="text",
                 )
             )
+
+
+def release_ami(region, parameter):
+    """Registers a copy of the image `parameter` points at, under a new release name, and
+    appends a parameter version pointing at it; returns the new image id."""
+    ec2 = ec2_backends[DEFAULT_ACCOUNT_ID][region]
+    ssm = ssm_backends[DEFAULT_ACCOUNT_ID][region]
+    versions = ssm._parameters.get(parameter)
+    if not versions:
+        raise KeyError(f"no SSM parameter {parameter}")
+    current = ec2.amis[versions[-1].value]
+    release = len(versions) + 1
+    ami = Ami(
+        ec2,
+        random_ami_id(),
+        name=f"{current.name}-r{release}",
+        description=f"{current.description} (release {release})",
+        owner_id=current.owner_id,
+        owner_alias="amazon",
+        public=True,
+        virtualization_type="hvm",
+        architecture=current.architecture,
+        creation_date=datetime.datetime.now(datetime.timezone.utc),
+        hypervisor="xen",
+        root_device_type="ebs",
+        root_device_name=current.root_device_name,
+        region_name=f"{region}a",
+    )
+    ec2.amis[ami.id] = ami
+    versions.append(
+        Parameter(
+            account_id=DEFAULT_ACCOUNT_ID,
+            name=parameter,
+            value=ami.id,
+            parameter_type="String",
+            description=None,
+            allowed_pattern=None,
+            keyid=None,
+            last_modified_date=datetime.datetime.now(datetime.timezone.utc),
+            version=release,
+            data_type="text",
+        )
+    )
+    log(f"released {ami.id} behind {parameter} (version {release})")
+    return ami.id
 
 
 def client(service, endpoint, region):
@@ -363,9 +412,28 @@ class Server(ThreadedMotoServer):
                 and self.expected is not None
             ):
                 return self.reset(start_response)
+            if (
+                environ.get("PATH_INFO") == RELEASE_AMI_PATH
+                and environ.get("REQUEST_METHOD") == "POST"
+            ):
+                return self.release_ami(environ, start_response)
             return app(environ, start_response)
 
         return wrapped
+
+    def release_ami(self, environ, start_response):
+        """Publishes a new image behind an SSM parameter, as EKS does with each AMI release."""
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            body = json.loads(environ["wsgi.input"].read(length) or b"{}")
+            with self.reset_lock:
+                image_id = release_ami(self.region, body["parameter"])
+            status, reply = "200 OK", {"image_id": image_id}
+        except Exception as e:  # noqa: BLE001 - reported to the caller, who must see it
+            log(f"release-ami failed: {e}")
+            status, reply = "400 Bad Request", {"error": str(e)}
+        start_response(status, [("Content-Type", "application/json")])
+        return [json.dumps(reply).encode()]
 
     def reset(self, start_response):
         with self.reset_lock:

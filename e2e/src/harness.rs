@@ -85,6 +85,40 @@ impl Ctx {
         image.expect("the bed seeds EKS AL2 images").to_string()
     }
 
+    /// Publishes a new AMI release behind the SSM `parameter` in the fake account (what EKS
+    /// does with each node image release); returns the new image id.
+    pub async fn release_ami(&self, parameter: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self
+            .env
+            .aws
+            .endpoint
+            .trim_start_matches("http://")
+            .to_owned();
+        let body = serde_json::json!({ "parameter": parameter }).to_string();
+        let request = format!(
+            "POST /moto-api/karpenter/release-ami HTTP/1.0\r\nHost: localhost\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut stream = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("the fake AWS endpoint accepts connections");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("request sent");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .await
+            .expect("response read");
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        assert!(head.contains(" 200 "), "release-ami refused: {response}");
+        let reply: serde_json::Value = serde_json::from_str(body).expect("JSON reply");
+        reply["image_id"].as_str().expect("image_id").to_owned()
+    }
+
     /// RunInstances into the first seeded subnet, tagged for the cluster and this test, with
     /// AL2 userData setting maxPods and the test's node labels.
     pub async fn launch(&self, count: i32, instance_type: &str) -> Vec<String> {

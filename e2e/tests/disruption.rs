@@ -3,7 +3,6 @@
 //! launch rolls the command back with the candidate untouched. Timers are shortened with the
 //! controller's settings, never with sleeps. Needs the e2e bed.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
@@ -21,25 +20,6 @@ const FAST: &[(&str, &str)] = &[
     ("DISRUPTION_POLL_INTERVAL", "2s"),
     ("CONSOLIDATION_VALIDATION_WAIT", "2s"),
 ];
-
-/// On-demand $/h of the nodes of `pool`, from the catalog the bed prices with.
-async fn fleet_price(ctx: &Ctx, pool: &str) -> (f64, Vec<String>) {
-    let catalog = Catalog::embedded();
-    let prices: BTreeMap<&str, f64> = catalog
-        .instance_types
-        .iter()
-        .map(|e| (e.name.as_str(), e.on_demand_price))
-        .collect();
-    let mut total = 0.0;
-    let mut types = Vec::new();
-    for n in nodes_of(ctx, pool).await {
-        let t = label(&n, INSTANCE_TYPE).unwrap_or("").to_owned();
-        total += prices.get(t.as_str()).copied().unwrap_or(0.0);
-        types.push(t);
-    }
-    types.sort();
-    (total, types)
-}
 
 fn is_initialized(c: &NodeClaim) -> bool {
     c.status.as_ref().is_some_and(|s| s.is_true("Initialized"))
@@ -268,6 +248,66 @@ async fn a_replacement_that_cannot_launch_rolls_the_command_back() {
                     controller.proxy.restore(&e.name, &s.zone);
                 }
             }
+        })
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spot_to_spot_consolidation_waits_for_its_feature_gate() {
+    karpenter_e2e::install_crypto_provider();
+    let _serial = serial().await;
+    run("dsspot", |ctx| async move {
+        install_crds(&ctx.kube).await;
+        let pool = pool_name(&ctx, "dsspot");
+        let controller = ControllerProcess::start(&ctx.env, "ds-spot-off", FAST);
+        let _sim = ctx.start_sim(ctx.sim_config_for_tag("karpenter.sh/nodepool", &pool));
+        with_teardown(&ctx, &[&pool], async {
+            let spot_only = PoolSpec::bare(json!([
+                {"key": "karpenter.k8s.aws/instance-category", "operator": "In", "values": ["t", "m", "r", "c"]},
+                {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot"]},
+                {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
+            ]));
+            apply_pool(&ctx, &pool, &spot_only).await;
+            deploy(&ctx, "big", Some(&pool), 6, json!({"cpu": "1", "memory": "1Gi"}), |_| {}).await;
+            let old = claim_holding(&ctx, &pool, "big", 6).await;
+            assert_eq!(label(&old, "karpenter.sh/capacity-type"), Some("spot"));
+            scale(&ctx, "big", 1).await;
+            // Gate off (the default): the only way to save is a spot replacement, refused.
+            let note = eventually("an Unconsolidatable event naming the gate", Duration::from_secs(120), || async {
+                event_notes(&ctx, None, "Unconsolidatable", &old.name_any())
+                    .await
+                    .into_iter()
+                    .find(|n| n.contains("SpotToSpotConsolidation"))
+            })
+            .await;
+            eprintln!("spot-to-spot off: {note}");
+            let claims: Api<NodeClaim> = Api::all(ctx.kube.clone());
+            assert_eq!(claims_of(&ctx, &pool).await.len(), 1, "no replacement was launched");
+            let (before, before_types) = fleet_price(&ctx, &pool).await;
+            drop(controller);
+
+            // Gate on: the node is replaced by a cheaper spot node.
+            let mut env = FAST.to_vec();
+            env.push(("FEATURE_GATES", "SpotToSpotConsolidation=true"));
+            let controller = ControllerProcess::start(&ctx.env, "ds-spot-on", &env);
+            let replacement = eventually("a spot replacement, the old claim deleting", Duration::from_secs(180), || async {
+                let current = claims.get_opt(&old.name_any()).await.ok()?;
+                if current.as_ref().is_some_and(|c| c.metadata.deletion_timestamp.is_none()) {
+                    return None;
+                }
+                claims_of(&ctx, &pool).await.into_iter().find(|c| c.name_any() != old.name_any())
+            })
+            .await;
+            assert_eq!(label(&replacement, "karpenter.sh/capacity-type"), Some("spot"));
+            eventually("the old node gone", Duration::from_secs(120), || async {
+                (nodes_of(&ctx, &pool).await.len() == 1).then_some(())
+            })
+            .await;
+            let (after, after_types) = fleet_price(&ctx, &pool).await;
+            eprintln!("spot-to-spot on: {before_types:?} → {after_types:?} (on-demand list prices ${before:.4}/h → ${after:.4}/h)");
+            controller.assert_no_panic();
         })
         .await;
     })

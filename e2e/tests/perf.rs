@@ -1,5 +1,6 @@
 //! Karpenter's perf "basic" scale-out through the `karpenter` controller: 500 pods at
-//! 900m/3100Mi plus 500 at 3500m/28Gi must all run; the time is printed. Needs the e2e bed
+//! 900m/3100Mi plus 500 at 3500m/28Gi must all run; then a scale-down to a tenth must shrink
+//! the fleet to at most half. Times and the controller's peak RSS are printed. Needs the e2e bed
 //! (`cargo xtask e2e`).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,7 +22,12 @@ async fn perf_basic_scale_out_500_plus_500() {
     run("sched-perf", |ctx| async move {
         install_crds(&ctx.kube).await;
         let pool = pool_name(&ctx, "perf");
-        let controller = ControllerProcess::start(&ctx.env, "sched-perf", &[]);
+        // Disruption polls faster than its 10 s default so the consolidation half is quicker.
+        let controller = ControllerProcess::start(
+            &ctx.env,
+            "sched-perf",
+            &[("DISRUPTION_POLL_INTERVAL", "2s"), ("CONSOLIDATION_VALIDATION_WAIT", "5s")],
+        );
         let mut sim = ctx.sim_config_for_tag(NODEPOOL, &pool);
         sim.concurrency = 64;
         let _sim = ctx.start_sim(sim);
@@ -97,6 +103,28 @@ async fn perf_basic_scale_out_500_plus_500() {
             );
             assert_eq!(claims.len(), nodes.len(), "one node per claim");
             assert!(took < DEADLINE);
+            let peak_scale_out = controller.peak_rss_mib();
+
+            // Scale down to a tenth: consolidation shrinks the fleet (budgets: 10% of the
+            // nodes per command, Karpenter's default).
+            let peak_nodes = nodes.len();
+            let scaled = Instant::now();
+            scale(&ctx, "small", 50).await;
+            scale(&ctx, "large", 50).await;
+            let shrunk = eventually("the fleet at most half its peak", Duration::from_secs(900), || async {
+                let nodes = nodes_of(&ctx, &pool).await;
+                let list = pods.list(&ListParams::default()).await.ok()?;
+                let running = list.items.iter().filter(|p| pod_running_ready(p)).count();
+                (nodes.len() * 2 <= peak_nodes && running == 100 && list.items.len() == 100)
+                    .then_some(nodes.len())
+            })
+            .await;
+            eprintln!(
+                "perf: after 1000→100 pods, {peak_nodes} → {shrunk} nodes in {:.0} s; controller peak RSS (VmHWM) {:.1} MiB after the scale-out, {:.1} MiB after consolidation",
+                scaled.elapsed().as_secs_f64(),
+                peak_scale_out.unwrap_or(f64::NAN),
+                controller.peak_rss_mib().unwrap_or(f64::NAN),
+            );
             controller.assert_no_panic();
         })
         .await;

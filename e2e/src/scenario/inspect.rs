@@ -1,11 +1,13 @@
 //! Read-only queries the scenarios assert on, and failure summaries.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
 use karpenter_core::api::NodeClaim;
 use karpenter_core::resources::parse_for_resource;
+use karpenter_providers::aws::catalog::Catalog;
 use kube_client::ResourceExt;
 use kube_client::api::{Api, ListParams};
 
@@ -167,4 +169,23 @@ pub async fn claim_holding(ctx: &Ctx, pool: &str, app: &str, want: usize) -> Nod
         },
     )
     .await
+}
+
+/// On-demand $/h of the nodes of `pool`, from the catalog the bed prices with.
+pub async fn fleet_price(ctx: &Ctx, pool: &str) -> (f64, Vec<String>) {
+    let catalog = Catalog::embedded();
+    let prices: BTreeMap<&str, f64> = catalog
+        .instance_types
+        .iter()
+        .map(|e| (e.name.as_str(), e.on_demand_price))
+        .collect();
+    let mut total = 0.0;
+    let mut types = Vec::new();
+    for n in nodes_of(ctx, pool).await {
+        let t = label(&n, INSTANCE_TYPE).unwrap_or("").to_owned();
+        total += prices.get(t.as_str()).copied().unwrap_or(0.0);
+        types.push(t);
+    }
+    types.sort();
+    (total, types)
 }

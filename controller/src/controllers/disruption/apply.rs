@@ -18,9 +18,9 @@ use kube_client::{Resource, ResourceExt};
 use serde_json::Value;
 
 use super::decide::{
-    DISRUPTION_REASON, QueueStep, QueuedCommand, describe, eligible_counts, kept_event,
-    mark_in_flight, mark_patch, needs_validation, next_command, next_wake, nominate_new_nodes,
-    queue_step, reason_label, reason_name, stale_marks, unmark_patch,
+    DISRUPTION_REASON, QueueStep, QueuedCommand, blocked_pools, describe, eligible_counts,
+    kept_event, mark_in_flight, mark_patch, needs_validation, next_command, next_wake,
+    nominate_new_nodes, queue_step, reason_label, reason_name, stale_marks, unmark_patch,
 };
 use super::{DisruptionContext, FORCED_PASS, QUEUE_POLL};
 use crate::controllers::conditions::{guarded_status_patch, is_conflict, upsert_condition};
@@ -31,6 +31,8 @@ use crate::model::snapshot::node_claim_for;
 /// How often the same blocked/unconsolidatable Event may repeat per object (Karpenter: 15 min
 /// for `Unconsolidatable`).
 const KEPT_EVENT_FLOOR: Duration = Duration::from_secs(900);
+/// Karpenter dedupes the NodePool `DisruptionBlocked` event for a minute.
+const POOL_EVENT_FLOOR: Duration = Duration::from_secs(60);
 /// Queue progress Events (`DisruptionWaitingReadiness`, …) per object.
 const QUEUE_EVENT_FLOOR: Duration = Duration::from_secs(60);
 /// Guarded writes retried this often on a conflict.
@@ -218,6 +220,20 @@ async fn report(ctx: &DisruptionContext, g: &Gathered, input: &DisruptionInput, 
     for ((pool, reason), detail) in &budgets.detail {
         let allowed = detail.allowed.unwrap_or(i32::MAX as u32);
         m.set_allowed_disruptions(pool, reason_name(*reason), allowed);
+    }
+    for (pool, reason, message) in blocked_pools(&budgets) {
+        let Some(view) = g.pools.iter().find(|p| p.name() == pool) else {
+            continue;
+        };
+        let note = Note {
+            type_: EventType::Normal,
+            reason: "DisruptionBlocked",
+            action: reason,
+            message,
+        };
+        ctx.events
+            .publish_distinct(&view.node_pool.object_ref(&()), note, POOL_EVENT_FLOOR)
+            .await;
     }
     for kept in &plan.kept {
         let Some((reason, action, message)) = kept_event(kept) else {

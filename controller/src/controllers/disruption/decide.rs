@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{Node, Taint};
 use k8s_openapi::jiff::Timestamp;
 use karpenter_core::api::NodeClaim;
 use karpenter_core::api::nodepool::DisruptionReason;
+use karpenter_core::disruption::budgets::BudgetMap;
 use karpenter_core::disruption::candidates::candidates;
 use karpenter_core::disruption::{
     Action, Command, Destination, Disrupted, DisruptionInput, Kept, KeptReason, Method, Plan,
@@ -101,6 +102,33 @@ pub fn reason_name(reason: DisruptionReason) -> &'static str {
         DisruptionReason::Empty => "Empty",
         DisruptionReason::Underutilized => "Underutilized",
     }
+}
+
+/// NodePools whose budgets allow no disruption for a reason while they have nodes, as
+/// (pool, reason, sentence) for Karpenter's NodePool `DisruptionBlocked` event. The sentence
+/// names the limiting budget (its index in `spec.disruption.budgets`) and when it ends, or the
+/// invalid budget that closes the pool.
+pub fn blocked_pools(budgets: &BudgetMap) -> Vec<(String, &'static str, String)> {
+    budgets
+        .detail
+        .iter()
+        .filter(|(_, d)| d.total > 0 && d.allowed == Some(0))
+        .map(|((pool, reason), d)| {
+            let name = reason_name(*reason);
+            let mut note = format!(
+                "No allowed disruptions for disruption reason {name} due to blocking budget"
+            );
+            match (&d.error, d.budget, d.until) {
+                (Some(e), _, _) => note.push_str(&format!(" (invalid budget: {e})")),
+                (None, Some(i), Some(until)) => note.push_str(&format!(
+                    " (spec.disruption.budgets[{i}], active until {until})"
+                )),
+                (None, Some(i), None) => note.push_str(&format!(" (spec.disruption.budgets[{i}])")),
+                (None, None, _) => {}
+            }
+            (pool.clone(), name, note)
+        })
+        .collect()
 }
 
 /// The voluntary command a pass starts: the first of the plan that is not an expiration

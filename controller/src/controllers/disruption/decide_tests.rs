@@ -409,3 +409,51 @@ fn the_next_wake_is_the_earliest_timer_of_the_kept_nodes() {
     assert_eq!(next_wake(&plan, now), Some(Duration::from_secs(40)));
     assert_eq!(next_wake(&Plan::default(), now), None);
 }
+
+#[test]
+fn a_pool_with_nodes_and_no_allowed_disruptions_gets_a_nodepool_event() {
+    use karpenter_core::disruption::budgets::{BudgetDetail, BudgetMap};
+    let detail = |allowed: Option<u32>, total: u32, budget: Option<usize>| BudgetDetail {
+        allowed,
+        total,
+        disrupting: 0,
+        budget,
+        until: budget.map(|_| t(3600)),
+        error: None,
+    };
+    let mut map = BudgetMap::default();
+    map.detail.insert(
+        ("frozen".into(), DisruptionReason::Underutilized),
+        detail(Some(0), 3, Some(1)),
+    );
+    map.detail.insert(
+        ("frozen".into(), DisruptionReason::Drifted),
+        detail(Some(2), 3, Some(0)),
+    );
+    map.detail.insert(
+        ("empty".into(), DisruptionReason::Underutilized),
+        detail(Some(0), 0, Some(0)),
+    );
+    map.detail.insert(
+        ("open".into(), DisruptionReason::Empty),
+        detail(None, 5, None),
+    );
+    let mut broken = detail(Some(0), 2, None);
+    broken.error = Some("budgets[0].schedule: bad cron".into());
+    map.detail
+        .insert(("broken".into(), DisruptionReason::Empty), broken);
+
+    let events = blocked_pools(&map);
+    let pools: Vec<(&str, &str)> = events.iter().map(|(p, r, _)| (p.as_str(), *r)).collect();
+    // Only pools that have nodes and allow nothing; a pool without nodes has nothing to block.
+    assert_eq!(pools, [("broken", "Empty"), ("frozen", "Underutilized")]);
+    assert!(events[1].2.starts_with(
+        "No allowed disruptions for disruption reason Underutilized due to blocking budget"
+    ));
+    assert!(
+        events[1].2.contains("spec.disruption.budgets[1]"),
+        "{}",
+        events[1].2
+    );
+    assert!(events[0].2.contains("bad cron"), "{}", events[0].2);
+}

@@ -1,0 +1,121 @@
+//! Multi-node consolidation through the real controller: a Deployment spread over several
+//! nodes is scaled from 60 pods to 12, and the controller shrinks the fleet to a cheaper one
+//! without ever taking more pods than the PodDisruptionBudget allows, every pod Running at the
+//! end. Prints $/h before and after, the time to the cheaper fleet and evictions per command.
+//! Needs the e2e bed.
+
+use std::time::{Duration, Instant};
+
+use karpenter_core::api::NodeClaim;
+use karpenter_e2e::controller::{ControllerProcess, install_crds};
+use karpenter_e2e::harness::*;
+use karpenter_e2e::scenario::*;
+use kube_client::api::Api;
+use serde_json::json;
+
+/// Timers shortened through the controller's settings.
+const FAST: &[(&str, &str)] = &[
+    ("DISRUPTION_POLL_INTERVAL", "2s"),
+    ("CONSOLIDATION_VALIDATION_WAIT", "2s"),
+];
+
+/// The PDB's `maxUnavailable`: the fewest Ready pods allowed is 12 minus this.
+const MAX_UNAVAILABLE: usize = 2;
+
+/// Sum of `karpenter_voluntary_disruption_decisions_total` samples whose labels contain all
+/// of `labels`.
+fn decisions(metrics: &str, labels: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("karpenter_voluntary_disruption_decisions_total{"))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deployment_scaled_from_60_to_12_ends_on_a_cheaper_fleet_within_its_pdb() {
+    karpenter_e2e::install_crypto_provider();
+    let _serial = serial().await;
+    run("dsfleet", |ctx| async move {
+        install_crds(&ctx.kube).await;
+        let pool = pool_name(&ctx, "dsfleet");
+        let controller = ControllerProcess::start(&ctx.env, "ds-fleet", FAST);
+        let _sim = ctx.start_sim(ctx.sim_config_for_tag("karpenter.sh/nodepool", &pool));
+        with_teardown(&ctx, &[&pool], async {
+            // Types of at most 8 vCPUs, so 60 pods of 900m need several nodes.
+            apply_staging(
+                &ctx,
+                &pool,
+                json!([{"key": "karpenter.k8s.aws/instance-cpu", "operator": "Lt", "values": ["9"]}]),
+            )
+            .await;
+            deploy(&ctx, "web", Some(&pool), 60, json!({"cpu": "900m", "memory": "512Mi"}), |_| {}).await;
+            eventually("60 pods Running", Duration::from_secs(300), || async {
+                let pods = pods_of(&ctx, "web").await;
+                (pods.iter().filter(|p| pod_running_ready(p)).count() == 60).then_some(())
+            })
+            .await;
+            let (before, before_types) = fleet_price(&ctx, &pool).await;
+            let nodes_before = before_types.len();
+            assert!(nodes_before >= 7, "60 × 900m over ≤ 8-vCPU types needs several nodes: {before_types:?}");
+            create_pdb(&ctx, "web", "web", json!({"maxUnavailable": MAX_UNAVAILABLE})).await;
+            let watch = PodWatch::start(&ctx);
+            let scaled = Instant::now();
+            scale(&ctx, "web", 12).await;
+            eventually("12 pods left, all Ready", DEADLINE, || async {
+                watch.read(|l| (l.ready.get("web") == Some(&12)).then_some(()))
+            })
+            .await;
+            // From here every pod that stops is the controller's doing.
+            watch.arm();
+            let terminated_before = watch.read(|l| l.terminations.len());
+            let claims: Api<NodeClaim> = Api::all(ctx.kube.clone());
+            let (after, after_types) = eventually(
+                "a cheaper fleet, settled, with every pod Running",
+                Duration::from_secs(600),
+                || async {
+                    let all = claims.list(&Default::default()).await.ok()?.items;
+                    let ours: Vec<&NodeClaim> =
+                        all.iter().filter(|c| label(*c, NODEPOOL) == Some(pool.as_str())).collect();
+                    if ours.iter().any(|c| c.metadata.deletion_timestamp.is_some()) {
+                        return None;
+                    }
+                    let pods = pods_of(&ctx, "web").await;
+                    if pods.len() != 12 || !pods.iter().all(pod_running_ready) {
+                        return None;
+                    }
+                    let (price, types) = fleet_price(&ctx, &pool).await;
+                    // Settled: the nodes are the claims (no launch or drain in flight) and at
+                    // most half of them are left.
+                    (types.len() == ours.len() && types.len() * 2 <= nodes_before)
+                        .then_some((price, types))
+                },
+            )
+            .await;
+            let took = scaled.elapsed();
+            let min_ready = watch.read(|l| l.min_ready.get("web").copied().unwrap_or(0));
+            let evicted = watch.read(|l| l.terminations.len()) - terminated_before;
+            let metrics = controller.scrape_metrics().await.expect("metrics");
+            // One controller per test: every decision it counted is this fleet's.
+            let commands = decisions(&metrics, &[]);
+            let multi = decisions(&metrics, &["consolidation_type=\"multi\""]);
+            eprintln!(
+                "fleet: {nodes_before} nodes ${before:.4}/h → {} nodes ${after:.4}/h ({after_types:?}) in {:.1}s after 60→12; \
+                 {commands} commands ({multi} multi-node), {evicted} evictions ({:.1} per command); fewest Ready {min_ready} (PDB floor {}); \
+                 controller peak RSS (VmHWM) {:.1} MiB",
+                after_types.len(),
+                took.as_secs_f64(),
+                evicted as f64 / commands.max(1.0),
+                12 - MAX_UNAVAILABLE,
+                controller.peak_rss_mib().unwrap_or(f64::NAN),
+            );
+            assert!(after < before, "the fleet is cheaper: ${before}/h → ${after}/h");
+            assert!(min_ready >= 12 - MAX_UNAVAILABLE, "the PDB was exceeded: {min_ready} Ready at the lowest");
+            assert!(multi >= 1.0, "a multi-node consolidation ran:\n{}", metrics.lines().filter(|l| l.contains("decisions_total")).collect::<Vec<_>>().join("\n"));
+            controller.assert_no_panic();
+        })
+        .await;
+    })
+    .await;
+}
