@@ -12,6 +12,9 @@ What it adds to a plain moto server, before reporting ready:
     us-east-1a/b/c and a small second one in us-east-1a), three
     untagged public subnets, a discovery-tagged node security group and the SQS interruption queue
     named after the cluster (created with boto3 against the server itself);
+  * DescribeSpotPriceHistory prices at 30-50 % of the catalog's on-demand prices, per type and zone
+    (moto says $0.00001 for everything);
+  * CreateFleet instances get the launch template's `SecurityGroupIds` (moto only read `GroupSet`);
   * `POST /moto-api/karpenter/release-ami` with {"parameter": name} registers a new image and points
     the SSM parameter at it (a new EKS AMI release: the drift tests use it);
   * `POST /moto-api/reset` resets moto and then re-seeds the same account with the same ids (moto's
@@ -28,6 +31,7 @@ import os
 import signal
 import sys
 import threading
+import zlib
 
 import boto3
 from botocore.config import Config
@@ -35,6 +39,9 @@ from werkzeug.serving import make_server
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
 from moto.ec2.models.amis import Ami
+from moto.ec2.models.spot_requests import SpotFleetLaunchSpec
+from moto.ec2.responses.spot_instances import SpotInstances
+from moto.core.responses import ActionResult
 from moto.ec2.utils import random_ami_id
 from moto.moto_api._internal import mock_random
 from moto.moto_api._internal.models import moto_api_backend
@@ -55,6 +62,10 @@ BOTTLEROCKET_RELEASE = "v1.26.1-943d9a41"
 # Owners of the public AMIs on AWS: EKS (602401143452) and Bottlerocket (092701018921).
 EKS_OWNER = "602401143452"
 BOTTLEROCKET_OWNER = "092701018921"
+# The controller's embedded catalog: on-demand list prices, from which spot prices derive.
+CATALOG = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "providers", "data", "aws-catalog-us-east-1.json"
+)
 # `POST` {"parameter": "/aws/service/eks/…/image_id"} publishes a new AMI release behind it.
 RELEASE_AMI_PATH = "/moto-api/karpenter/release-ami"
 # Fixed seed of moto's id generator: the same seed + the same calls give the same ids after a reset.
@@ -216,6 +227,63 @@ def release_ami(region, parameter):
     )
     log(f"released {ami.id} behind {parameter} (version {release})")
     return ami.id
+
+
+def patch_fleet_security_groups(region):
+    """CreateFleet launches with the launch template's security groups, as EC2 does.
+
+    moto reads a fleet's groups from the template's `GroupSet` only, so instances launched from
+    a template with `SecurityGroupIds` (Karpenter's) got none (on-demand) or the VPC's default
+    group (spot), and every spot node looked drifted.
+    """
+    init = SpotFleetLaunchSpec.__init__
+
+    def with_template_groups(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        spec = self.launch_template_spec
+        if self.group_set or not spec:
+            return
+        ec2 = ec2_backends[DEFAULT_ACCOUNT_ID][region]
+        template = ec2.get_launch_template(spec["LaunchTemplateId"])
+        data = template.get_version(spec.get("Version", template.default_version_number)).data
+        self.group_set = list(data.get("SecurityGroupIds", []))
+
+    SpotFleetLaunchSpec.__init__ = with_template_groups
+
+
+def spot_price(on_demand, instance_type, zone):
+    """A stable spot price between 30 % and 50 % of on-demand, different per type and zone."""
+    share = 0.30 + (zlib.crc32(f"{instance_type}/{zone}".encode()) % 1000) / 1000 * 0.20
+    return on_demand * share
+
+
+def patch_spot_price_history():
+    """DescribeSpotPriceHistory answers prices derived from the on-demand list prices of the
+    controller's catalog (moto answers $0.00001 for every type, so spot capacity all cost the
+    same and spot consolidation had nothing to compare)."""
+    with open(CATALOG) as f:
+        on_demand = {t["name"]: t["on_demand_price"] for t in json.load(f)["instance_types"]}
+
+    def describe_spot_price_history(self):
+        types = self._get_param("InstanceTypes", [])
+        offerings = self.ec2_backend.describe_spot_price_history(
+            types, self._filters_from_querystring()
+        )
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        history = [
+            {
+                "InstanceType": o["InstanceType"],
+                "ProductDescription": "Linux/UNIX (Amazon VPC)",
+                "SpotPrice": f"{spot_price(on_demand[o['InstanceType']], o['InstanceType'], o['Location']):.6f}",
+                "AvailabilityZone": o["Location"],
+                "Timestamp": now,
+            }
+            for o in offerings
+            if o["InstanceType"] in on_demand
+        ]
+        return ActionResult({"SpotPriceHistory": history})
+
+    SpotInstances.describe_spot_price_history = describe_spot_price_history
 
 
 def client(service, endpoint, region):
@@ -468,6 +536,8 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
 
+    patch_fleet_security_groups(args.region)
+    patch_spot_price_history()
     server = Server(args.region, args.cluster_name)
     server.start()
     host, port = server.get_host_and_port()

@@ -88,34 +88,35 @@ impl Ctx {
     /// Publishes a new AMI release behind the SSM `parameter` in the fake account (what EKS
     /// does with each node image release); returns the new image id.
     pub async fn release_ami(&self, parameter: &str) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let addr = self
-            .env
-            .aws
-            .endpoint
-            .trim_start_matches("http://")
-            .to_owned();
+        use http_body_util::{BodyExt, Full};
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Full<bytes::Bytes>>();
         let body = serde_json::json!({ "parameter": parameter }).to_string();
-        let request = format!(
-            "POST /moto-api/karpenter/release-ami HTTP/1.0\r\nHost: localhost\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
+        let request = hyper::Request::post(format!(
+            "{}/moto-api/karpenter/release-ami",
+            self.env.aws.endpoint
+        ))
+        .header("content-type", "application/json")
+        .body(Full::new(bytes::Bytes::from(body)))
+        .expect("request");
+        let response = client
+            .request(request)
+            .await
+            .expect("the fake AWS endpoint answers");
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            status.is_success(),
+            "release-ami refused ({status}): {text}"
         );
-        let mut stream = tokio::net::TcpStream::connect(&addr)
-            .await
-            .expect("the fake AWS endpoint accepts connections");
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .expect("request sent");
-        let mut response = String::new();
-        stream
-            .read_to_string(&mut response)
-            .await
-            .expect("response read");
-        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-        assert!(head.contains(" 200 "), "release-ami refused: {response}");
-        let reply: serde_json::Value = serde_json::from_str(body).expect("JSON reply");
+        let reply: serde_json::Value = serde_json::from_str(&text).expect("JSON reply");
         reply["image_id"].as_str().expect("image_id").to_owned()
     }
 

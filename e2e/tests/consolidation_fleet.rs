@@ -30,7 +30,7 @@ fn decisions(metrics: &str, labels: &[&str]) -> f64 {
         .filter(|l| l.starts_with("karpenter_voluntary_disruption_decisions_total{"))
         .filter(|l| labels.iter().all(|want| l.contains(want)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .fold(0.0, |a, b| a + b)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -43,13 +43,18 @@ async fn a_deployment_scaled_from_60_to_12_ends_on_a_cheaper_fleet_within_its_pd
         let controller = ControllerProcess::start(&ctx.env, "ds-fleet", FAST);
         let _sim = ctx.start_sim(ctx.sim_config_for_tag("karpenter.sh/nodepool", &pool));
         with_teardown(&ctx, &[&pool], async {
-            // Types of at most 8 vCPUs, so 60 pods of 900m need several nodes.
-            apply_staging(
-                &ctx,
-                &pool,
-                json!([{"key": "karpenter.k8s.aws/instance-cpu", "operator": "Lt", "values": ["9"]}]),
-            )
-            .await;
+            // Types of at most 8 vCPUs, so 60 pods of 900m need several nodes; half the
+            // nodes may be disrupted at once (the default 10% of 8 nodes is one at a time,
+            // which leaves multi-node consolidation nothing to combine).
+            let spec = PoolSpec::staging(json!([
+                {"key": "karpenter.k8s.aws/instance-cpu", "operator": "Lt", "values": ["9"]}
+            ]))
+            .with_disruption(json!({
+                "consolidationPolicy": "WhenUnderutilized",
+                "expireAfter": "720h",
+                "budgets": [{"nodes": "50%"}],
+            }));
+            apply_pool(&ctx, &pool, &spec).await;
             deploy(&ctx, "web", Some(&pool), 60, json!({"cpu": "900m", "memory": "512Mi"}), |_| {}).await;
             eventually("60 pods Running", Duration::from_secs(300), || async {
                 let pods = pods_of(&ctx, "web").await;

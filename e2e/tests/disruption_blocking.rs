@@ -84,7 +84,8 @@ async fn a_pdb_allowing_nothing_and_a_zero_budget_block_consolidation_and_say_so
             let note = event_naming(&ctx, "DisruptionBlocked", &old.name_any(), "budget").await;
             eprintln!("blocked by the budget: {note}");
             // The NodePool says it too, as Karpenter's does.
-            let on_pool = event_naming(&ctx, "DisruptionBlocked", &pool, "due to blocking budget").await;
+            let on_pool =
+                event_naming(&ctx, "DisruptionBlocked", &pool, "due to blocking budget").await;
             eprintln!("on the NodePool: {on_pool}");
             let current = claims.get(&old.name_any()).await.expect("the claim stays");
             assert!(current.metadata.deletion_timestamp.is_none());

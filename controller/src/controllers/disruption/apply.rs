@@ -1,32 +1,33 @@
 //! The disruption controller's I/O: the planning loop (gather, plan, validate, mark, launch,
 //! enqueue) and the orchestration queue (wait for replacements, delete candidates, roll back).
 
+use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use karpenter_core::api::NodeClaim;
-use karpenter_core::disruption::{self, Command, Disrupted, DisruptionInput, Plan};
+use karpenter_core::disruption::{self, Command, DisruptionInput, Plan};
 use karpenter_core::ingest::disruption::{DisruptionObjects, disruption_input_from};
-use kube_client::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use karpenter_core::snapshot::PodKey;
+use kube_client::api::{Api, PostParams};
 use kube_client::runtime::events::EventType;
 use kube_client::{Resource, ResourceExt};
-use serde_json::Value;
 
 use super::decide::{
-    DISRUPTION_REASON, QueueStep, QueuedCommand, blocked_pools, describe, eligible_counts,
-    kept_event, mark_in_flight, mark_patch, needs_validation, next_command, next_wake,
-    nominate_new_nodes, queue_step, reason_label, reason_name, stale_marks, unmark_patch,
+    QueuedCommand, blocked_pools, describe, eligible_counts, kept_event, mark_in_flight,
+    needs_validation, next_command, next_wake, nominate_new_nodes, nominations, reason_label,
+    reason_name, stale_marks,
 };
-use super::{DisruptionContext, FORCED_PASS, QUEUE_POLL};
-use crate::controllers::conditions::{guarded_status_patch, is_conflict, upsert_condition};
+use super::marks::{mark, unmark};
+use super::{DisruptionContext, FORCED_PASS};
 use crate::controllers::events::Note;
 use crate::model::gather::{Gathered, gather};
-use crate::model::snapshot::node_claim_for;
+use crate::model::snapshot::{node_claim_for, pod_key};
 
 /// How often the same blocked/unconsolidatable Event may repeat per object (Karpenter: 15 min
 /// for `Unconsolidatable`).
@@ -34,9 +35,7 @@ const KEPT_EVENT_FLOOR: Duration = Duration::from_secs(900);
 /// Karpenter dedupes the NodePool `DisruptionBlocked` event for a minute.
 const POOL_EVENT_FLOOR: Duration = Duration::from_secs(60);
 /// Queue progress Events (`DisruptionWaitingReadiness`, …) per object.
-const QUEUE_EVENT_FLOOR: Duration = Duration::from_secs(60);
-/// Guarded writes retried this often on a conflict.
-const WRITE_ATTEMPTS: usize = 3;
+pub(super) const QUEUE_EVENT_FLOOR: Duration = Duration::from_secs(60);
 
 /// What the last pass saw, so an unchanged cluster is not re-planned.
 #[derive(Default)]
@@ -306,8 +305,24 @@ async fn execute(ctx: &DisruptionContext, g: &Gathered, command: &Command) -> bo
     if !created.is_empty() {
         tracing::info!(command = id, replacements = ?created, "launching replacement(s)");
     }
+    let notes = nominations(command, &created);
     let queued = QueuedCommand::new(id, command, created, Timestamp::now());
     ctx.queue.lock().await.push(queued);
+    if !notes.is_empty() {
+        let pods: HashMap<PodKey, &Pod> = g.pods.iter().map(|p| (pod_key(p), p.as_ref())).collect();
+        for (key, message) in notes {
+            let Some(pod) = pods.get(&key) else { continue };
+            let note = Note {
+                type_: EventType::Normal,
+                reason: "Nominated",
+                action: "Disruption",
+                message,
+            };
+            ctx.events
+                .publish_distinct(&pod.object_ref(&()), note, QUEUE_EVENT_FLOOR)
+                .await;
+        }
+    }
     ctx.metrics.disruption.decision(
         command.action.as_str(),
         reason_label(command.method),
@@ -327,293 +342,4 @@ async fn clean_up(ctx: &DisruptionContext, g: &Gathered, queue: &[QueuedCommand]
     }
     tracing::info!(nodes = ?stale.nodes, nodeclaims = ?stale.claims, "removing disruption marks no command holds");
     unmark(ctx, &stale.nodes, &stale.claims).await;
-}
-
-/// Patches the Node `name` with what `f` computes from its latest version, retrying on a
-/// conflict; `Ok` when there was nothing to do or the Node is gone.
-async fn patch_node(
-    ctx: &DisruptionContext,
-    name: &str,
-    f: impl Fn(&Node) -> Option<Value>,
-) -> Result<(), kube_client::Error> {
-    let api: Api<Node> = Api::all(ctx.client.clone());
-    for attempt in 1..=WRITE_ATTEMPTS {
-        let Some(node) = api.get_opt(name).await? else {
-            return Ok(());
-        };
-        let Some(patch) = f(&node) else {
-            return Ok(());
-        };
-        match api
-            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(e) if is_conflict(&e) && attempt < WRITE_ATTEMPTS => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Sets (`Some(reason)`) or clears (`None`) the claim's `DisruptionReason` condition.
-async fn set_reason(
-    ctx: &DisruptionContext,
-    name: &str,
-    reason: Option<(&str, &str)>,
-) -> Result<(), kube_client::Error> {
-    let api: Api<NodeClaim> = Api::all(ctx.client.clone());
-    for attempt in 1..=WRITE_ATTEMPTS {
-        let Some(claim) = api.get_opt(name).await? else {
-            return Ok(());
-        };
-        let mut status = claim.status.clone().unwrap_or_default();
-        let changed = match reason {
-            Some((reason, message)) => upsert_condition(
-                &mut status,
-                DISRUPTION_REASON,
-                "True",
-                reason,
-                message,
-                &claim,
-            ),
-            None => {
-                let before = status.conditions.len();
-                status.conditions.retain(|c| c.type_ != DISRUPTION_REASON);
-                status.conditions.len() != before
-            }
-        };
-        if !changed {
-            return Ok(());
-        }
-        match api
-            .patch_status(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(guarded_status_patch(&claim.metadata, &status)),
-            )
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(e) if is_conflict(&e) && attempt < WRITE_ATTEMPTS => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Taints the candidates and sets their `DisruptionReason`.
-async fn mark(
-    ctx: &DisruptionContext,
-    nodes: &[String],
-    claims: &[String],
-    reason: &str,
-    message: &str,
-) -> Result<(), kube_client::Error> {
-    for n in nodes {
-        patch_node(ctx, n, mark_patch).await?;
-    }
-    for c in claims {
-        set_reason(ctx, c, Some((reason, message))).await?;
-    }
-    Ok(())
-}
-
-/// Untaints the nodes (unless they are being deleted: termination owns the taint then) and
-/// clears the claims' `DisruptionReason`. Failures are logged; the next pass's cleanup
-/// retries.
-async fn unmark(ctx: &DisruptionContext, nodes: &[String], claims: &[String]) {
-    for n in nodes {
-        let deleting_claim = |node: &Node| {
-            let name = node.metadata.name.as_deref();
-            ctx.state
-                .node_claims
-                .find(|c| c.status.as_ref().and_then(|s| s.node_name.as_deref()) == name)
-                .is_some_and(|c| c.metadata.deletion_timestamp.is_some())
-        };
-        let r = patch_node(ctx, n, |node| {
-            if node.metadata.deletion_timestamp.is_some() || deleting_claim(node) {
-                None
-            } else {
-                unmark_patch(node)
-            }
-        })
-        .await;
-        if let Err(e) = r {
-            tracing::warn!(node = %n, error = %e, "could not remove the disrupted taint");
-        }
-    }
-    for c in claims {
-        if let Err(e) = set_reason(ctx, c, None).await {
-            tracing::warn!(nodeclaim = %c, error = %e, "could not clear DisruptionReason");
-        }
-    }
-}
-
-/// The orchestration queue: every [`QUEUE_POLL`], each command in flight moves on.
-pub(super) async fn queue_loop(ctx: Arc<DisruptionContext>) {
-    loop {
-        tokio::time::sleep(QUEUE_POLL).await;
-        let commands = ctx.queue.lock().await.clone();
-        if commands.is_empty() {
-            continue;
-        }
-        let claims = ctx.state.node_claims.state();
-        let claim_refs: Vec<&NodeClaim> = claims.iter().map(AsRef::as_ref).collect();
-        for cmd in commands {
-            let step = queue_step(
-                &cmd,
-                &claim_refs,
-                Timestamp::now(),
-                ctx.settings.queue_timeout,
-            );
-            let updated = advance(&ctx, cmd.clone(), step, &claims).await;
-            let mut queue = ctx.queue.lock().await;
-            match updated {
-                Some(next) => {
-                    if let Some(slot) = queue.iter_mut().find(|c| c.id == next.id) {
-                        *slot = next;
-                    }
-                }
-                None => queue.retain(|c| c.id != cmd.id),
-            }
-        }
-    }
-}
-
-/// Publishes an Event on a candidate's Node and on its NodeClaim (those still in the model).
-async fn note_candidate(
-    ctx: &DisruptionContext,
-    d: &Disrupted,
-    type_: EventType,
-    reason: &str,
-    message: String,
-) {
-    if let Some(node) = ctx.state.nodes.find(|n| n.name_any() == d.node) {
-        let note = queue_note(type_, reason, message.clone());
-        ctx.events
-            .publish(&node.object_ref(&()), note, QUEUE_EVENT_FLOOR)
-            .await;
-    }
-    if let Some(claim) = ctx.state.node_claims.find(|c| c.name_any() == d.node_claim) {
-        let note = queue_note(type_, reason, message);
-        ctx.events
-            .publish(&claim.object_ref(&()), note, QUEUE_EVENT_FLOOR)
-            .await;
-    }
-}
-
-fn queue_note<'a>(type_: EventType, reason: &'a str, message: String) -> Note<'a> {
-    Note {
-        type_,
-        reason,
-        action: "Disruption",
-        message,
-    }
-}
-
-/// Carries out one queue step; the command as it stays in the queue, or `None` when it
-/// leaves it.
-async fn advance(
-    ctx: &DisruptionContext,
-    mut cmd: QueuedCommand,
-    step: QueueStep,
-    claims: &[Arc<NodeClaim>],
-) -> Option<QueuedCommand> {
-    let claim_named = |name: &str| claims.iter().find(|c| c.name_any() == name).cloned();
-    match step {
-        QueueStep::Wait {
-            launching,
-            waiting,
-            initialized,
-        } => {
-            cmd.initialized.extend(initialized);
-            for (names, reason, verb) in [
-                (&launching, "DisruptionLaunching", "Launching"),
-                (
-                    &waiting,
-                    "DisruptionWaitingReadiness",
-                    "Waiting on readiness to continue disruption for",
-                ),
-            ] {
-                for name in names {
-                    if let Some(c) = claim_named(name) {
-                        let msg = format!("{verb} NodeClaim: {name}");
-                        ctx.events
-                            .publish(
-                                &c.object_ref(&()),
-                                queue_note(EventType::Normal, reason, msg),
-                                QUEUE_EVENT_FLOOR,
-                            )
-                            .await;
-                    }
-                }
-            }
-            Some(cmd)
-        }
-        QueueStep::Delete { initialized } => {
-            cmd.initialized.extend(initialized);
-            let first = !cmd.deleted;
-            let reason = cmd
-                .method
-                .reason()
-                .map_or("Expired", reason_name)
-                .to_owned();
-            for d in cmd.candidates.clone() {
-                if first {
-                    let msg = format!("Disrupting Node: {reason}/{}", cmd.action.as_str());
-                    note_candidate(ctx, &d, EventType::Normal, "DisruptionTerminating", msg).await;
-                }
-                let api: Api<NodeClaim> = Api::all(ctx.client.clone());
-                match api.delete(&d.node_claim, &DeleteParams::default()).await {
-                    Ok(_) => {
-                        if first {
-                            ctx.metrics.nodeclaim_disrupted(
-                                &d.node_pool,
-                                cmd.reason_label(),
-                                d.capacity_type.as_deref().unwrap_or(""),
-                            );
-                        }
-                    }
-                    Err(kube_client::Error::Api(s)) if s.code == 404 => {}
-                    Err(e) => {
-                        tracing::warn!(command = cmd.id, nodeclaim = %d.node_claim, error = %e, "could not delete a candidate; retrying");
-                    }
-                }
-            }
-            if first {
-                tracing::info!(command = cmd.id, nodeclaims = ?cmd.candidates.iter().map(|d| &d.node_claim).collect::<Vec<_>>(), "replacements ready; deleting the candidates");
-            }
-            // Events and metrics once: while the model does not show every candidate
-            // deleting, the next step deletes again (a failed delete is retried).
-            cmd.deleted = true;
-            Some(cmd)
-        }
-        QueueStep::Done => None,
-        QueueStep::Rollback {
-            why,
-            never_initialized,
-        } => {
-            tracing::warn!(command = cmd.id, reason = %why, "disruption rolled back; the candidates stay");
-            ctx.metrics.disruption.queue_failures(
-                cmd.action.as_str(),
-                cmd.reason_label(),
-                cmd.method.consolidation_type(),
-                never_initialized as u64,
-            );
-            let nodes: Vec<String> = cmd.candidates.iter().map(|d| d.node.clone()).collect();
-            let claim_names: Vec<String> = cmd
-                .candidates
-                .iter()
-                .map(|d| d.node_claim.clone())
-                .collect();
-            unmark(ctx, &nodes, &claim_names).await;
-            let msg = format!("Disruption rolled back, the node stays: {why}");
-            for d in &cmd.candidates {
-                let (kind, reason) = (EventType::Warning, "DisruptionRolledBack");
-                note_candidate(ctx, d, kind, reason, msg.clone()).await;
-            }
-            None
-        }
-    }
 }

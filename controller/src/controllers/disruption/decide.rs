@@ -15,6 +15,7 @@ use karpenter_core::disruption::{
     Action, Command, Destination, Disrupted, DisruptionInput, Kept, KeptReason, Method, Plan,
 };
 use karpenter_core::labels;
+use karpenter_core::snapshot::PodKey;
 use serde_json::{Value, json};
 
 use crate::controllers::conditions::INSTANCE_TERMINATING;
@@ -127,6 +128,24 @@ pub fn blocked_pools(budgets: &BudgetMap) -> Vec<(String, &'static str, String)>
                 (None, None, _) => {}
             }
             (pool.clone(), name, note)
+        })
+        .collect()
+}
+
+/// The `Nominated` Event of each pod `command` moves, once its replacements exist (`created`
+/// holds their NodeClaim names in the command's order): "Pod should schedule on: node/<name>"
+/// or "… nodeclaim/<name>", the provisioner's wording. Pods bound for a replacement that was
+/// not created are left out.
+pub fn nominations(command: &Command, created: &[String]) -> Vec<(PodKey, String)> {
+    command
+        .moves
+        .iter()
+        .filter_map(|m| {
+            let target = match &m.to {
+                Destination::Node(node) => format!("node/{node}"),
+                Destination::Replacement(i) => format!("nodeclaim/{}", created.get(*i)?),
+            };
+            Some((m.pod.clone(), format!("Pod should schedule on: {target}")))
         })
         .collect()
 }

@@ -457,3 +457,41 @@ fn a_pool_with_nodes_and_no_allowed_disruptions_gets_a_nodepool_event() {
     );
     assert!(events[0].2.contains("bad cron"), "{}", events[0].2);
 }
+
+#[test]
+fn moved_pods_are_told_where_they_will_run() {
+    let mut cmd = command(Method::SingleNodeConsolidation, &["a"], &[]);
+    let key = |n: &str| PodKey {
+        namespace: "web".into(),
+        name: n.into(),
+    };
+    cmd.moves = vec![
+        PodMove {
+            pod: key("p1"),
+            from: "a".into(),
+            to: Destination::Node("b".into()),
+        },
+        PodMove {
+            pod: key("p2"),
+            from: "a".into(),
+            to: Destination::Replacement(0),
+        },
+        PodMove {
+            pod: key("p3"),
+            from: "a".into(),
+            to: Destination::Replacement(1),
+        },
+    ];
+    let notes = nominations(&cmd, &["default-x7k2p".to_string()]);
+    assert_eq!(
+        notes,
+        [
+            (key("p1"), "Pod should schedule on: node/b".to_string()),
+            (
+                key("p2"),
+                "Pod should schedule on: nodeclaim/default-x7k2p".to_string()
+            ),
+        ],
+        "a replacement that was not created nominates nothing"
+    );
+}

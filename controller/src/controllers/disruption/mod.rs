@@ -4,7 +4,8 @@
 //! deletes the candidates once every replacement is initialized — or rolls the command back.
 //! Termination then drains the deleted candidates within their PDBs.
 //!
-//! Decisions are pure ([`decide`]); [`apply`] does the I/O. This controller is the one writer
+//! Decisions are pure ([`decide`]); the I/O is the plan pass ([`apply`]), the marks on
+//! candidates ([`marks`]) and the queue ([`queue`]). This controller is the one writer
 //! of the `DisruptionReason` condition, of the disrupted taint on nodes that are not being
 //! deleted (termination owns it afterwards), and of replacement NodeClaims.
 
@@ -23,6 +24,8 @@ use crate::runtime::metrics::Metrics;
 
 mod apply;
 pub mod decide;
+mod marks;
+mod queue;
 
 pub use decide::QueuedCommand;
 
@@ -93,5 +96,5 @@ impl DisruptionContext {
 
 /// Runs the planning loop and the queue until the process ends (a return is a failure).
 pub async fn run(ctx: Arc<DisruptionContext>) {
-    tokio::join!(apply::plan_loop(ctx.clone()), apply::queue_loop(ctx));
+    tokio::join!(apply::plan_loop(ctx.clone()), queue::queue_loop(ctx));
 }
