@@ -1,8 +1,10 @@
-//! Multi-node consolidation through the real controller: a Deployment spread over several
+//! Consolidation of a fleet through the real controller. A Deployment spread over several
 //! nodes is scaled from 60 pods to 12, and the controller shrinks the fleet to a cheaper one
 //! without ever taking more pods than the PodDisruptionBudget allows, every pod Running at the
-//! end. Prints $/h before and after, the time to the cheaper fleet and evictions per command.
-//! Needs the e2e bed.
+//! end (it prints $/h before and after, the time to the cheaper fleet, the commands by kind and
+//! evictions per command; Kubernetes 1.20's ReplicaSet removes the newest pods first, so the
+//! scale-down empties whole nodes and emptiness does most of the work). And several nodes left
+//! with one small pod each go in one multi-node command. Needs the e2e bed.
 
 use std::time::{Duration, Instant};
 
@@ -104,10 +106,11 @@ async fn a_deployment_scaled_from_60_to_12_ends_on_a_cheaper_fleet_within_its_pd
             let metrics = controller.scrape_metrics().await.expect("metrics");
             // One controller per test: every decision it counted is this fleet's.
             let commands = decisions(&metrics, &[]);
-            let multi = decisions(&metrics, &["consolidation_type=\"multi\""]);
+            let by_type = |t: &str| decisions(&metrics, &[&format!("consolidation_type=\"{t}\"")]);
+            let (empty, multi, single) = (by_type("empty"), by_type("multi"), by_type("single"));
             eprintln!(
                 "fleet: {nodes_before} nodes ${before:.4}/h → {} nodes ${after:.4}/h ({after_types:?}) in {:.1}s after 60→12; \
-                 {commands} commands ({multi} multi-node), {evicted} evictions ({:.1} per command); fewest Ready {min_ready} (PDB floor {}); \
+                 {commands} commands ({empty} emptiness, {multi} multi-node, {single} single-node), {evicted} evictions ({:.1} per command); fewest Ready {min_ready} (PDB floor {}); \
                  controller peak RSS (VmHWM) {:.1} MiB",
                 after_types.len(),
                 took.as_secs_f64(),
@@ -117,7 +120,84 @@ async fn a_deployment_scaled_from_60_to_12_ends_on_a_cheaper_fleet_within_its_pd
             );
             assert!(after < before, "the fleet is cheaper: ${before}/h → ${after}/h");
             assert!(min_ready >= 12 - MAX_UNAVAILABLE, "the PDB was exceeded: {min_ready} Ready at the lowest");
-            assert!(multi >= 1.0, "a multi-node consolidation ran:\n{}", metrics.lines().filter(|l| l.contains("decisions_total")).collect::<Vec<_>>().join("\n"));
+            controller.assert_no_panic();
+        })
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn several_underused_nodes_go_in_one_multi_node_command() {
+    karpenter_e2e::install_crypto_provider();
+    let _serial = serial().await;
+    run("dsmulti", |ctx| async move {
+        install_crds(&ctx.kube).await;
+        let pool = pool_name(&ctx, "dsmulti");
+        let controller = ControllerProcess::start(&ctx.env, "ds-multi", FAST);
+        let _sim = ctx.start_sim(ctx.sim_config_for_tag("karpenter.sh/nodepool", &pool));
+        with_teardown(&ctx, &[&pool], async {
+            let spec = PoolSpec::staging(json!([
+                {"key": "karpenter.k8s.aws/instance-cpu", "operator": "In", "values": ["8"]}
+            ]))
+            .with_disruption(json!({
+                "consolidationPolicy": "WhenUnderutilized",
+                "expireAfter": "720h",
+                "budgets": [{"nodes": "100%"}],
+            }));
+            apply_pool(&ctx, &pool, &spec).await;
+            // Four 8-vCPU nodes, each held by a 6-CPU filler pod; then one 1.5-CPU web pod fits
+            // beside each filler and nowhere else.
+            let apart = |spec: &mut serde_json::Value| {
+                spec["affinity"] = json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+                    "labelSelector": {"matchLabels": {"app": "filler"}},
+                    "topologyKey": "kubernetes.io/hostname",
+                }]}});
+            };
+            deploy(&ctx, "filler", Some(&pool), 4, json!({"cpu": "6", "memory": "1Gi"}), apart).await;
+            eventually("4 fillers Running", Duration::from_secs(180), || async {
+                let pods = pods_of(&ctx, "filler").await;
+                (pods.iter().filter(|p| pod_running_ready(p)).count() == 4).then_some(())
+            })
+            .await;
+            deploy(&ctx, "web", Some(&pool), 4, json!({"cpu": "1500m", "memory": "512Mi"}), |_| {}).await;
+            let web_nodes = eventually("one web pod beside each filler", Duration::from_secs(120), || async {
+                let pods = pods_of(&ctx, "web").await;
+                let nodes: std::collections::BTreeSet<String> =
+                    pods.iter().filter(|p| pod_running_ready(p)).filter_map(|p| node_name(p).map(str::to_owned)).collect();
+                (nodes.len() == 4).then_some(nodes)
+            })
+            .await;
+            assert_eq!(claims_of(&ctx, &pool).await.len(), 4, "the web pods took no new node");
+            let (before, _) = fleet_price(&ctx, &pool).await;
+            scale(&ctx, "filler", 0).await;
+            let started = Instant::now();
+            let (after, types) = eventually("the web pods on fewer, cheaper nodes", Duration::from_secs(240), || async {
+                let pods = pods_of(&ctx, "web").await;
+                if pods.len() != 4 || !pods.iter().all(pod_running_ready) {
+                    return None;
+                }
+                let claims = claims_of(&ctx, &pool).await;
+                let (price, types) = fleet_price(&ctx, &pool).await;
+                (claims.iter().all(|c| c.metadata.deletion_timestamp.is_none())
+                    && types.len() == claims.len()
+                    && types.len() < web_nodes.len())
+                .then_some((price, types))
+            })
+            .await;
+            let metrics = controller.scrape_metrics().await.expect("metrics");
+            let multi = decisions(&metrics, &["consolidation_type=\"multi\""]);
+            eprintln!(
+                "multi-node: 4 nodes ${before:.4}/h → {types:?} ${after:.4}/h in {:.1}s; {multi} multi-node command(s); controller peak RSS {:.1} MiB",
+                started.elapsed().as_secs_f64(),
+                controller.peak_rss_mib().unwrap_or(f64::NAN),
+            );
+            assert!(after < before, "cheaper: ${before}/h → ${after}/h");
+            assert!(
+                multi >= 1.0,
+                "a multi-node command ran:\n{}",
+                metrics.lines().filter(|l| l.contains("decisions_total")).collect::<Vec<_>>().join("\n")
+            );
             controller.assert_no_panic();
         })
         .await;

@@ -261,7 +261,8 @@ async fn spot_to_spot_consolidation_waits_for_its_feature_gate() {
     run("dsspot", |ctx| async move {
         install_crds(&ctx.kube).await;
         let pool = pool_name(&ctx, "dsspot");
-        let controller = ControllerProcess::start(&ctx.env, "ds-spot-off", FAST);
+        // Restarted with the gate on half-way; it must outlive the body for the teardown.
+        let mut controller = ControllerProcess::start(&ctx.env, "ds-spot-off", FAST);
         let _sim = ctx.start_sim(ctx.sim_config_for_tag("karpenter.sh/nodepool", &pool));
         with_teardown(&ctx, &[&pool], async {
             let spot_only = PoolSpec::bare(json!([
@@ -286,12 +287,12 @@ async fn spot_to_spot_consolidation_waits_for_its_feature_gate() {
             let claims: Api<NodeClaim> = Api::all(ctx.kube.clone());
             assert_eq!(claims_of(&ctx, &pool).await.len(), 1, "no replacement was launched");
             let (before, before_types) = fleet_price(&ctx, &pool).await;
-            drop(controller);
+            controller.kill();
 
             // Gate on: the node is replaced by a cheaper spot node.
             let mut env = FAST.to_vec();
             env.push(("FEATURE_GATES", "SpotToSpotConsolidation=true"));
-            let controller = ControllerProcess::start(&ctx.env, "ds-spot-on", &env);
+            controller = ControllerProcess::start(&ctx.env, "ds-spot-on", &env);
             let replacement = eventually("a spot replacement, the old claim deleting", Duration::from_secs(180), || async {
                 let current = claims.get_opt(&old.name_any()).await.ok()?;
                 if current.as_ref().is_some_and(|c| c.metadata.deletion_timestamp.is_none()) {

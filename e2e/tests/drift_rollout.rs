@@ -103,6 +103,17 @@ async fn a_new_ami_release_replaces_the_nodes_one_at_a_time() {
             let mut gone_at: Vec<(String, f64)> = Vec::new();
             let deadline = Instant::now() + Duration::from_secs(480);
             loop {
+                // Nodes before claims: a taint seen here was written after the controller saw
+                // the claims below in the state they are read in (or an earlier one).
+                let tainted_nodes: BTreeSet<String> = nodes
+                    .list(&Default::default())
+                    .await
+                    .expect("list nodes")
+                    .items
+                    .iter()
+                    .filter(|n| has_taint(n, "karpenter.sh/disrupted", "NoSchedule"))
+                    .map(|n| n.name_any())
+                    .collect();
                 let all = claims.list(&Default::default()).await.expect("list claims").items;
                 let ours: Vec<&NodeClaim> =
                     all.iter().filter(|c| label(*c, NODEPOOL) == Some(pool.as_str())).collect();
@@ -118,16 +129,14 @@ async fn a_new_ami_release_replaces_the_nodes_one_at_a_time() {
                             if let Some(r) = drift_reason(c) {
                                 reasons.insert(name.clone(), r);
                             }
-                            let tainted = match node_of(c) {
-                                Some(n) => nodes
-                                    .get_opt(&n)
-                                    .await
-                                    .ok()
-                                    .flatten()
-                                    .is_some_and(|n| has_taint(&n, "karpenter.sh/disrupted", "NoSchedule")),
-                                None => false,
-                            };
-                            if c.metadata.deletion_timestamp.is_some() || tainted {
+                            let tainted = node_of(c).is_some_and(|n| tainted_nodes.contains(&n));
+                            // Karpenter's budget stops counting a node once its instance is
+                            // terminating (its pods are gone by then): so does this count.
+                            let terminating = c
+                                .status
+                                .as_ref()
+                                .is_some_and(|s| s.is_true("InstanceTerminating"));
+                            if (c.metadata.deletion_timestamp.is_some() || tainted) && !terminating {
                                 disrupting += 1;
                             }
                         }
@@ -154,7 +163,10 @@ async fn a_new_ami_release_replaces_the_nodes_one_at_a_time() {
             eprintln!(
                 "AMI release {old_image} → {new_image}: old nodes gone at {gone_at:?} s; at most {most_at_once} disrupted at once; reasons {reasons:?}"
             );
-            assert_eq!(most_at_once, 1, "budget nodes: \"1\" allows one node at a time");
+            assert_eq!(
+                most_at_once, 1,
+                "budget nodes: \"1\" allows one node at a time (until its instance terminates)"
+            );
             assert!(
                 reasons.values().all(|r| r == "AMIDrift") && !reasons.is_empty(),
                 "the old claims drifted for their image: {reasons:?}"

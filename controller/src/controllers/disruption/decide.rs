@@ -546,9 +546,11 @@ pub fn describe(command: &Command) -> String {
             }
         ));
     }
+    // `+ 0.0` turns the -0.0 a sum of nothing can give into 0.0 ("$-0.0000/h").
     text.push_str(&format!(
         "; ${:.4}/h → ${:.4}/h",
-        command.price_before, command.price_after
+        command.price_before + 0.0,
+        command.price_after + 0.0
     ));
     text
 }
