@@ -203,13 +203,27 @@ impl ControllerProcess {
         }
     }
 
-    /// The process's peak resident set size so far (`VmHWM` in `/proc/<pid>/status`), in MiB;
-    /// `None` once it has exited or off Linux.
-    pub fn peak_rss_mib(&self) -> Option<f64> {
+    /// "peak N MiB (now: heap M MiB + binary/files F MiB)" from `/proc/<pid>/status`: the peak
+    /// resident set, and how the current one splits into anonymous memory (`RssAnon`: what the
+    /// controller allocates) and file-backed pages (`RssFile`: mostly the executable).
+    pub fn memory(&self) -> String {
+        let mib = |key| {
+            self.status_mib(key)
+                .map_or("?".to_owned(), |v| format!("{v:.1}"))
+        };
+        format!(
+            "peak {} MiB (now: heap {} MiB + binary/files {} MiB)",
+            mib("VmHWM"),
+            mib("RssAnon"),
+            mib("RssFile")
+        )
+    }
+
+    fn status_mib(&self, key: &str) -> Option<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         let kib: f64 = status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))?
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?
             .trim()
             .trim_end_matches("kB")
             .trim()

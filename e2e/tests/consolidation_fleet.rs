@@ -124,13 +124,13 @@ async fn a_deployment_scaled_from_60_to_12_ends_on_a_cheaper_fleet_within_its_pd
             eprintln!(
                 "fleet: {nodes_before} nodes ${before:.4}/h → {} nodes ${after:.4}/h ({after_types:?}) in {:.1}s after 60→12; \
                  {commands} commands ({empty} emptiness, {multi} multi-node, {single} single-node), {evicted} evictions ({:.1} per command); fewest Ready {min_ready} (PDB floor {}); \
-                 controller peak RSS (VmHWM) {:.1} MiB",
+                 controller memory: {}",
                 after_types.len(),
                 // Without the 20 s of watching the fleet stay as it is.
                 took.saturating_sub(Duration::from_secs(20)).as_secs_f64(),
                 evicted as f64 / commands.max(1.0),
                 12 - MAX_UNAVAILABLE,
-                controller.peak_rss_mib().unwrap_or(f64::NAN),
+                controller.memory(),
             );
             assert!(after < before, "the fleet is cheaper: ${before}/h → ${after}/h");
             // 12 × 900m is 10.8 CPU: two nodes of ≤ 8 vCPUs hold it, three at most.
@@ -204,9 +204,9 @@ async fn several_underused_nodes_go_in_one_multi_node_command() {
             let metrics = controller.scrape_metrics().await.expect("metrics");
             let multi = decisions(&metrics, &["consolidation_type=\"multi\""]);
             eprintln!(
-                "multi-node: {before_types:?} ${before:.4}/h → {types:?} ${after:.4}/h in {:.1}s; {multi} multi-node command(s); controller peak RSS {:.1} MiB",
+                "multi-node: {before_types:?} ${before:.4}/h → {types:?} ${after:.4}/h in {:.1}s; {multi} multi-node command(s); controller memory: {}",
                 started.elapsed().as_secs_f64(),
-                controller.peak_rss_mib().unwrap_or(f64::NAN),
+                controller.memory(),
             );
             assert!(after < before, "cheaper: ${before}/h → ${after}/h");
             assert!(

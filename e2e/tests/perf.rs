@@ -103,7 +103,7 @@ async fn perf_basic_scale_out_500_plus_500() {
             );
             assert_eq!(claims.len(), nodes.len(), "one node per claim");
             assert!(took < DEADLINE);
-            let peak_scale_out = controller.peak_rss_mib();
+            let after_scale_out = controller.memory();
 
             // Scale down to a tenth: consolidation shrinks the fleet (budgets: 10% of the
             // nodes per command, Karpenter's default).
@@ -120,10 +120,9 @@ async fn perf_basic_scale_out_500_plus_500() {
             })
             .await;
             eprintln!(
-                "perf: after 1000→100 pods, {peak_nodes} → {shrunk} nodes in {:.0} s; controller peak RSS (VmHWM) {:.1} MiB after the scale-out, {:.1} MiB after consolidation",
+                "perf: after 1000→100 pods, {peak_nodes} → {shrunk} nodes in {:.0} s; controller memory after the scale-out: {after_scale_out}; after consolidation: {}",
                 scaled.elapsed().as_secs_f64(),
-                peak_scale_out.unwrap_or(f64::NAN),
-                controller.peak_rss_mib().unwrap_or(f64::NAN),
+                controller.memory(),
             );
             controller.assert_no_panic();
         })

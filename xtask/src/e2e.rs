@@ -98,16 +98,23 @@ pub fn run_suite(args: &E2eArgs) -> anyhow::Result<(u64, u64)> {
         bail!("building the e2e tests failed ({built})");
     }
     // The tests start a copy, so building the controller while they run (another session's
-    // edit, a second e2e run) cannot swap the binary under them.
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let xtask = Path::new(env!("CARGO_MANIFEST_DIR"));
-            xtask.parent().unwrap_or(xtask).join("target")
-        });
-    let binary = state_dir.join("karpenter");
-    std::fs::copy(target.join("debug").join("karpenter"), &binary)
-        .with_context(|| format!("copying the controller to {}", binary.display()))?;
+    // edit, a second e2e run) cannot swap the binary under them. A binary named by
+    // `KARPENTER_E2E_BINARY` (a release build, to measure memory) is used as it is.
+    let binary = match std::env::var_os("KARPENTER_E2E_BINARY") {
+        Some(given) => PathBuf::from(given),
+        None => {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    let xtask = Path::new(env!("CARGO_MANIFEST_DIR"));
+                    xtask.parent().unwrap_or(xtask).join("target")
+                });
+            let binary = state_dir.join("karpenter");
+            std::fs::copy(target.join("debug").join("karpenter"), &binary)
+                .with_context(|| format!("copying the controller to {}", binary.display()))?;
+            binary
+        }
+    };
     signals.check()?;
     let started = std::time::Instant::now();
     let mut opts = cluster::UpOptions::new(&state_dir);
