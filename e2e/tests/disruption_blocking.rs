@@ -262,10 +262,10 @@ async fn a_scheduled_zero_budget_holds_consolidation_until_its_window_ends() {
             deploy(&ctx, "big", Some(&pool), 6, json!({"cpu": "1", "memory": "1Gi"}), |_| {}).await;
             let old = claim_holding(&ctx, &pool, "big", 6).await;
             // A freeze that started at the top of this minute (UTC) and lasts whole minutes,
-            // ending at least 60 s from now: `{minute} * * * *` for `{n}m`.
+            // ending at least 40 s from now: `{minute} * * * *` for `{n}m`.
             let now = k8s_openapi::jiff::Timestamp::now();
             let civil = now.to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC);
-            let minutes = if civil.second() < 30 { 2 } else { 3 };
+            let minutes = if civil.second() < 20 { 1 } else { 2 };
             let window_start = now.as_second() - i64::from(civil.second());
             let window_end = window_start + 60 * minutes;
             let budget = json!([
