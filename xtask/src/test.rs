@@ -68,9 +68,41 @@ pub fn run_all(args: TestArgs) -> anyhow::Result<()> {
         )?;
     }
     eprintln!("==> all checks passed");
+    report_target_size();
     // One summary line for whoever reads the end of the log (CI does).
     println!("tests: {passed} passed, {failed} failed");
     Ok(())
+}
+
+/// Prints how much disk the build took: CI's disk is finite, and a clean target once filled it.
+fn report_target_size() {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            let xtask = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+            xtask.parent().unwrap_or(xtask).join("target")
+        });
+    let bytes = dir_size(&target);
+    eprintln!(
+        "==> {} holds {:.1} GiB",
+        target.display(),
+        bytes as f64 / f64::from(1u32 << 30)
+    );
+}
+
+/// Sums the sizes of the files under `dir` (symlinks not followed, unreadable entries skipped).
+fn dir_size(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => dir_size(&entry.path()),
+            Ok(kind) if kind.is_file() => entry.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// Runs the unit, scenario and integration tests of every crate but the e2e one (which needs
@@ -127,7 +159,19 @@ fn parse_result_line(line: &str) -> Option<(u64, u64)> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_result_line;
+    use super::{dir_size, parse_result_line};
+
+    #[test]
+    fn sums_file_sizes_through_nested_directories() {
+        let root = std::env::temp_dir().join(format!("xtask-dir-size-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(root.join("top"), [0u8; 10]).unwrap();
+        std::fs::write(root.join("a/b/deep"), [0u8; 32]).unwrap();
+        let size = dir_size(&root);
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(size, 42);
+        assert_eq!(dir_size(&root), 0, "a missing directory counts as empty");
+    }
 
     #[test]
     fn reads_cargo_test_summaries() {
