@@ -12,6 +12,7 @@
 //! | [`nodeclass_status`] | EC2NodeClass status |
 //! | [`nodepool_status`] | NodePool `ValidationSucceeded` / `Ready` conditions; `ValidationFailed` events |
 //! | [`claim_disruption`] | NodeClaim `Consolidatable` / `Drifted` conditions and `status.lastPodEventTime` |
+//! | [`interruption`] | deletion of NodeClaims an interruption message dooms; the interruption events (`SpotInterrupted`, `TerminatingOnInterruption`, …); interrupted spot offerings in the provider's unavailable cache |
 //! | [`expiration`] | deletion of expired NodeClaims (`expireAfter` passed; forceful, unbudgeted) |
 //! | [`hash`] | the NodePool / EC2NodeClass hash and hash-version annotations, on the pools and classes and on NodeClaims (rewritten only when the claim's version is not current) |
 
@@ -27,6 +28,7 @@ pub mod events;
 pub mod expiration;
 pub mod gc;
 pub mod hash;
+pub mod interruption;
 pub mod lifecycle;
 pub mod nodeclass_status;
 pub mod nodepool_status;

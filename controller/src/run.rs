@@ -8,15 +8,11 @@ use std::time::Duration;
 use base64::Engine;
 use k8s_openapi::api::core::v1::Service;
 use karpenter_providers::CloudProvider;
-use karpenter_providers::aws::batcher::{BatchWindows, BatchingEc2};
-use karpenter_providers::aws::cloud::{AwsCloudProvider, AwsProviderConfig, ClusterInfo, SdkIam};
-use karpenter_providers::aws::ec2api::SdkEc2;
+use karpenter_providers::aws::cloud::{AwsCloudProvider, ClusterInfo};
 use karpenter_providers::aws::eks::{
     ClusterEndpoint, EksApi, EndpointError, SdkEks, resolve_cluster_endpoint,
 };
-use karpenter_providers::aws::pricing::pricing_endpoint_region;
-use karpenter_providers::aws::pricing_sdk::SdkPricing;
-use karpenter_providers::aws::ssm_sdk::SdkSsm;
+use karpenter_providers::aws::sqs::SqsApi;
 use kube_client::runtime::events::{Recorder, Reporter};
 use kube_client::{Api, Client, Config};
 use tokio::net::TcpListener;
@@ -26,11 +22,12 @@ use crate::controllers::claim_disruption::{self, ClaimDisruptionContext};
 use crate::controllers::disruption::{self, DisruptionContext, DisruptionSettings};
 use crate::controllers::events::Events;
 use crate::controllers::expiration::{self, ExpirationContext};
+use crate::controllers::interruption::{self, InterruptionContext};
 use crate::controllers::lifecycle::{self, LifecycleContext};
 use crate::controllers::termination::{self, TerminationContext};
 use crate::controllers::{gc, hash, nodeclass_status, nodepool_status, provisioner};
 use crate::model::ClusterState;
-use crate::runtime::aws_sdk::{self, CREATE_FLEET_TIMEOUTS, DEFAULT_TIMEOUTS};
+use crate::runtime::aws_sdk;
 use crate::runtime::http_server::{self, Health};
 use crate::runtime::leader::{self, LeaderElector, Timings};
 use crate::runtime::metrics::{MeteredCloudProvider, Metrics};
@@ -128,12 +125,19 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     // never finishes must end the process (the kubelet restarts it), not leave it unready.
     let aws_provider = tokio::time::timeout(
         STARTUP_STEP_DEADLINE,
-        aws_provider(&settings, cluster, state.clone()),
+        aws_sdk::provider(&settings, cluster, state.clone()),
     )
     .await
     .map_err(|_| RunError::Startup("building the AWS provider"))?;
     let aws_provider = Arc::new(aws_provider);
     tracing::info!("AWS provider ready");
+    let sqs: Option<Arc<dyn SqsApi>> = match &settings.interruption_queue {
+        Some(_) => Some(Arc::new(aws_sdk::sqs().await)),
+        None => {
+            tracing::info!("interruption handling off (no INTERRUPTION_QUEUE)");
+            None
+        }
+    };
 
     let mut signal = std::pin::pin!(shutdown_signal());
     let (leading_tx, mut leading_rx) = watch::channel(settings.disable_leader_election);
@@ -164,7 +168,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
             let _ = synced.wait_for(|s| *s).await;
         } => {
             tracing::info!("leading and synced; controllers starting");
-            start_controllers(&mut controllers, &settings, &client, &state, &metrics, aws_provider, eviction_api_version);
+            start_controllers(&mut controllers, &settings, &client, &state, &metrics, AwsClients { provider: aws_provider, sqs: sqs.clone() }, eviction_api_version);
             let lost = async {
                 if settings.disable_leader_election {
                     std::future::pending::<()>().await;
@@ -269,6 +273,14 @@ async fn eviction_api_version(client: &Client) -> String {
     }
 }
 
+/// The AWS side the controllers use.
+struct AwsClients {
+    /// The cloud provider.
+    provider: Arc<AwsCloudProvider>,
+    /// The interruption queue's client, when `INTERRUPTION_QUEUE` is set.
+    sqs: Option<Arc<dyn SqsApi>>,
+}
+
 /// Spawns every controller under `controllers`.
 fn start_controllers(
     controllers: &mut Supervisor,
@@ -276,9 +288,13 @@ fn start_controllers(
     client: &Client,
     state: &ClusterState,
     metrics: &Arc<Metrics>,
-    aws_provider: Arc<AwsCloudProvider>,
+    aws: AwsClients,
     eviction_api_version: String,
 ) {
+    let AwsClients {
+        provider: aws_provider,
+        sqs,
+    } = aws;
     let provider: Arc<dyn CloudProvider> = Arc::new(MeteredCloudProvider::new(
         aws_provider.clone(),
         metrics.clone(),
@@ -398,6 +414,24 @@ fn start_controllers(
             backoff: Default::default(),
         })),
     );
+    if let (Some(sqs), Some(queue)) = (sqs, &settings.interruption_queue) {
+        controllers.spawn(
+            "interruption",
+            interruption::run(Arc::new(InterruptionContext {
+                state: state.clone(),
+                queue_name: queue.clone(),
+                handler: interruption::Handler::new(
+                    sqs,
+                    provider.clone(),
+                    Arc::new(interruption::KubeWrites {
+                        client: client.clone(),
+                        events: Events::new(recorder.clone()),
+                    }),
+                    metrics.clone(),
+                ),
+            })),
+        );
+    }
     controllers.spawn(
         "nodeclaim.podevents",
         claim_disruption::pod_events::run(client.clone(), state.clone()),
@@ -464,7 +498,7 @@ async fn cluster_info(
         &config.cluster_url.to_string(),
         ca_bundle.as_deref(),
         in_cluster,
-        || async { SdkEks::new(aws_sdk_eks::Client::new(&aws_sdk_config().await)) },
+        || async { SdkEks::new(aws_sdk_eks::Client::new(&aws_sdk::sdk_config().await)) },
     )
     .await?;
     Ok(ClusterInfo {
@@ -505,54 +539,6 @@ async fn node_endpoint<E: EksApi, F: std::future::Future<Output = E>>(
         cluster: cluster.to_owned(),
         source,
     })
-}
-
-/// The AWS SDK configuration every client is built from (`AWS_ENDPOINT_URL`, region and the
-/// usual credential chain honoured), with [`DEFAULT_TIMEOUTS`] on every call.
-async fn aws_sdk_config() -> aws_config::SdkConfig {
-    aws_sdk::config_loader(DEFAULT_TIMEOUTS).load().await
-}
-
-/// The AWS provider over the SDK clients (`AWS_ENDPOINT_URL` and the usual credential chain
-/// honoured): EC2 calls batched like Karpenter's (CreateFleet, DescribeInstances and
-/// TerminateInstances from concurrent reconciles merged), on-demand prices from the Pricing API
-/// unless the VPC is isolated or the partition has none (the embedded prices otherwise). Every
-/// call times out ([`DEFAULT_TIMEOUTS`]; CreateFleet [`CREATE_FLEET_TIMEOUTS`]).
-async fn aws_provider(
-    settings: &Settings,
-    cluster: ClusterInfo,
-    state: ClusterState,
-) -> AwsCloudProvider {
-    let aws = aws_sdk_config().await;
-    let ec2 = SdkEc2::new(aws_sdk_ec2::Client::new(&aws))
-        .with_create_fleet_timeouts(CREATE_FLEET_TIMEOUTS.config());
-    // The Pricing API lives in us-east-1 (ap-south-1 / eu-central-1 for those regions); the
-    // endpoint overrides of `aws` still apply.
-    let pricing = match pricing_endpoint_region(&cluster.region) {
-        Some(region) if !settings.isolated_vpc => {
-            let conf = aws_sdk_pricing::config::Builder::from(&aws)
-                .region(aws_sdk_pricing::config::Region::new(region))
-                .build();
-            Some(SdkPricing::new(aws_sdk_pricing::Client::from_conf(conf)))
-        }
-        _ => None,
-    };
-    let provider = AwsCloudProvider::new(
-        Arc::new(BatchingEc2::new(Arc::new(ec2), BatchWindows::default())),
-        Arc::new(SdkSsm::new(aws_sdk_ssm::Client::new(&aws))),
-        Arc::new(SdkIam::new(aws_sdk_iam::Client::new(&aws))),
-        Arc::new(state),
-        AwsProviderConfig {
-            vm_memory_overhead_percent: settings.vm_memory_overhead_percent,
-            reserved_enis: settings.reserved_enis,
-            isolated_vpc: settings.isolated_vpc,
-            ..AwsProviderConfig::new(cluster)
-        },
-    );
-    match pricing {
-        Some(pricing) => provider.with_pricing(Arc::new(pricing)),
-        None => provider,
-    }
 }
 
 #[cfg(test)]

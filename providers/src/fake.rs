@@ -64,6 +64,11 @@ pub enum Call {
         /// The NodePool as given.
         node_pool: NodePoolRef,
     },
+    /// `mark_unavailable(offering)`.
+    MarkUnavailable {
+        /// The offering as given.
+        offering: OfferingKey,
+    },
     /// `is_drifted(instance)`.
     IsDrifted {
         /// The instance's provider id.
@@ -427,6 +432,16 @@ impl CloudProvider for FakeCloudProvider {
                 provider_id: id.clone(),
             })
         }
+    }
+
+    /// Reported unavailable by `instance_types` (until
+    /// [`FakeCloudProvider::clear_insufficient_capacity`]), as after a capacity error.
+    fn mark_unavailable(&self, offering: &OfferingKey) {
+        let mut state = self.state();
+        state.calls.push(Call::MarkUnavailable {
+            offering: offering.clone(),
+        });
+        state.seen_unavailable.insert(offering.clone());
     }
 
     /// The instance tagged for the claim, or an adoptable one (then tagged for it).

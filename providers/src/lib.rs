@@ -13,5 +13,5 @@ pub mod provider;
 pub use fake::FakeCloudProvider;
 pub use provider::{
     CloudProvider, DriftReason, Found, LaunchedInstance, NodeClaimRequest, NodePoolRef,
-    ProviderError, adoptable, launched_for,
+    OfferingKey, ProviderError, adoptable, launched_for,
 };

@@ -243,6 +243,11 @@ pub trait CloudProvider: Send + Sync {
         instance: &LaunchedInstance,
     ) -> Result<Option<DriftReason>, ProviderError>;
 
+    /// Reports `offering` unavailable for a while (Karpenter's unavailable-offerings cache: 3
+    /// minutes), as a capacity error would: the offering of an instance that got a spot
+    /// interruption warning, so its replacement goes elsewhere.
+    fn mark_unavailable(&self, offering: &OfferingKey);
+
     /// The instance an earlier launch for `claim` left behind, when that launch's outcome was
     /// never seen (a crash, timeout or cancellation after the cloud call): the instance tagged
     /// for the claim, or else one of [`adoptable`]'s, which is then tagged for the claim.
@@ -345,6 +350,10 @@ impl<T: CloudProvider + ?Sized> CloudProvider for std::sync::Arc<T> {
         instance: &LaunchedInstance,
     ) -> Result<Option<DriftReason>, ProviderError> {
         (**self).is_drifted(instance).await
+    }
+
+    fn mark_unavailable(&self, offering: &OfferingKey) {
+        (**self).mark_unavailable(offering)
     }
 
     async fn find_launched(

@@ -5,8 +5,20 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use aws_config::BehaviorVersion;
 use aws_config::timeout::TimeoutConfig;
+use karpenter_providers::aws::batcher::{BatchWindows, BatchingEc2};
+use karpenter_providers::aws::cloud::{AwsCloudProvider, AwsProviderConfig, ClusterInfo, SdkIam};
+use karpenter_providers::aws::ec2api::SdkEc2;
+use karpenter_providers::aws::pricing::pricing_endpoint_region;
+use karpenter_providers::aws::pricing_sdk::SdkPricing;
+use karpenter_providers::aws::sqs_sdk::SdkSqs;
+use karpenter_providers::aws::ssm_sdk::SdkSsm;
+
+use crate::model::ClusterState;
+use crate::runtime::settings::Settings;
 
 /// How long an AWS call may take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +66,68 @@ impl AwsTimeouts {
 /// come from the environment as usual.
 pub fn config_loader(timeouts: AwsTimeouts) -> aws_config::ConfigLoader {
     aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts.config())
+}
+
+/// The AWS SDK configuration every client is built from (`AWS_ENDPOINT_URL`, region and the
+/// usual credential chain honoured), with [`DEFAULT_TIMEOUTS`] on every call.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    config_loader(DEFAULT_TIMEOUTS).load().await
+}
+
+/// The AWS provider over the SDK clients (`AWS_ENDPOINT_URL` and the usual credential chain
+/// honoured): EC2 calls batched like Karpenter's (CreateFleet, DescribeInstances and
+/// TerminateInstances from concurrent reconciles merged), on-demand prices from the Pricing API
+/// unless the VPC is isolated or the partition has none (the embedded prices otherwise). Every
+/// call times out ([`DEFAULT_TIMEOUTS`]; CreateFleet [`CREATE_FLEET_TIMEOUTS`]).
+pub async fn provider(
+    settings: &Settings,
+    cluster: ClusterInfo,
+    state: ClusterState,
+) -> AwsCloudProvider {
+    let aws = sdk_config().await;
+    let ec2 = SdkEc2::new(aws_sdk_ec2::Client::new(&aws))
+        .with_create_fleet_timeouts(CREATE_FLEET_TIMEOUTS.config());
+    // The Pricing API lives in us-east-1 (ap-south-1 / eu-central-1 for those regions); the
+    // endpoint overrides of `aws` still apply.
+    let pricing = match pricing_endpoint_region(&cluster.region) {
+        Some(region) if !settings.isolated_vpc => {
+            let conf = aws_sdk_pricing::config::Builder::from(&aws)
+                .region(aws_sdk_pricing::config::Region::new(region))
+                .build();
+            Some(SdkPricing::new(aws_sdk_pricing::Client::from_conf(conf)))
+        }
+        _ => None,
+    };
+    let provider = AwsCloudProvider::new(
+        Arc::new(BatchingEc2::new(Arc::new(ec2), BatchWindows::default())),
+        Arc::new(SdkSsm::new(aws_sdk_ssm::Client::new(&aws))),
+        Arc::new(SdkIam::new(aws_sdk_iam::Client::new(&aws))),
+        Arc::new(state),
+        AwsProviderConfig {
+            vm_memory_overhead_percent: settings.vm_memory_overhead_percent,
+            reserved_enis: settings.reserved_enis,
+            isolated_vpc: settings.isolated_vpc,
+            ..AwsProviderConfig::new(cluster)
+        },
+    );
+    match pricing {
+        Some(pricing) => provider.with_pricing(Arc::new(pricing)),
+        None => provider,
+    }
+}
+
+/// `ReceiveMessage` long-polls for up to 20 s before it answers an empty queue, so SQS calls
+/// get an attempt of 30 s; the operation allows a retry.
+pub const SQS_TIMEOUTS: AwsTimeouts = AwsTimeouts {
+    connect: Duration::from_millis(3100),
+    attempt: Duration::from_secs(30),
+    operation: Duration::from_secs(65),
+};
+
+/// The interruption queue's client, with [`SQS_TIMEOUTS`].
+pub async fn sqs() -> SdkSqs {
+    let conf = config_loader(SQS_TIMEOUTS).load().await;
+    SdkSqs::new(aws_sdk_sqs::Client::new(&conf))
 }
 
 #[cfg(test)]

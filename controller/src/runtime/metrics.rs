@@ -14,6 +14,7 @@
 
 mod cloudprovider;
 mod disruption;
+mod interruption;
 mod termination;
 
 use std::sync::atomic::AtomicU64;
@@ -29,6 +30,7 @@ use prometheus_client::registry::Registry;
 
 pub use cloudprovider::{MeteredCloudProvider, error_label};
 pub use disruption::DisruptionMetrics;
+pub use interruption::InterruptionMetrics;
 pub use termination::TerminationMetrics;
 
 /// Content type of [`Metrics::encode`]'s output: OpenMetrics 1.0, which Prometheus negotiates
@@ -203,12 +205,12 @@ pub struct Metrics {
     offering_available: GaugeVec<3>,
     cluster_state_node_count: Gauge<f64, AtomicU64>,
     cluster_state_synced: Gauge<f64, AtomicU64>,
-    interruption_received: CounterVec<1>,
-    interruption_deleted: Counter,
     /// Termination and runtime-health metrics.
     pub termination: TerminationMetrics,
     /// Disruption metrics.
     pub disruption: DisruptionMetrics,
+    /// Interruption-queue metrics.
+    pub interruption: InterruptionMetrics,
 }
 
 impl Default for Metrics {
@@ -243,10 +245,9 @@ impl Metrics {
             offering_available: Family::default(),
             cluster_state_node_count: Gauge::default(),
             cluster_state_synced: Gauge::default(),
-            interruption_received: Family::default(),
-            interruption_deleted: Counter::default(),
             termination: TerminationMetrics::register(r),
             disruption: DisruptionMetrics::register(r),
+            interruption: InterruptionMetrics::register(r),
             registry: Registry::default(),
         };
         r.register(
@@ -343,16 +344,6 @@ impl Metrics {
             "cluster_state_synced",
             "Returns 1 if cluster state is synced and 0 otherwise. Synced checks that nodeclaims and nodes that are stored in the APIServer have the same representation as Karpenter's cluster state",
             m.cluster_state_synced.clone(),
-        );
-        r.register(
-            "interruption_received_messages",
-            "Count of messages received from the SQS queue. Broken down by message type.",
-            m.interruption_received.clone(),
-        );
-        r.register(
-            "interruption_deleted_messages",
-            "Count of messages deleted from the SQS queue.",
-            m.interruption_deleted.clone(),
         );
         m.termination.register_root(&mut root);
         Metrics {
@@ -538,18 +529,6 @@ impl Metrics {
     pub fn set_cluster_state_synced(&self, synced: bool) {
         self.cluster_state_synced
             .set(if synced { 1.0 } else { 0.0 });
-    }
-
-    /// `karpenter_interruption_received_messages_total{message_type}` += 1 (e.g.
-    /// `spot_interrupted`, `scheduled_change`, `no_op`).
-    pub fn interruption_message_received(&self, message_type: &str) {
-        let l = labels(["message_type"], [message_type]);
-        self.interruption_received.get_or_create(&l).inc();
-    }
-
-    /// `karpenter_interruption_deleted_messages_total` += 1.
-    pub fn interruption_message_deleted(&self) {
-        self.interruption_deleted.inc();
     }
 }
 

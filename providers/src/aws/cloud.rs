@@ -59,7 +59,8 @@ use super::nodeclass::EC2NodeClass;
 use super::pricing::{OnDemandPrices, PricingApi};
 use super::ssm::SsmApi;
 use crate::provider::{
-    CloudProvider, DriftReason, LaunchedInstance, NodeClaimRequest, NodePoolRef, ProviderError,
+    CloudProvider, DriftReason, LaunchedInstance, NodeClaimRequest, NodePoolRef, OfferingKey,
+    ProviderError,
 };
 
 /// How long `DescribeInstanceTypes` / `DescribeInstanceTypeOfferings` /
@@ -275,6 +276,13 @@ impl CloudProvider for AwsCloudProvider {
 
     async fn list(&self) -> Result<Vec<LaunchedInstance>, ProviderError> {
         self.list_instances().await
+    }
+
+    fn mark_unavailable(&self, offering: &OfferingKey) {
+        let now = self.now();
+        self.state()
+            .unavailable
+            .mark_unavailable(offering.clone(), now);
     }
 
     /// The pool's instance types: every type `DescribeInstanceTypes` reports that has an

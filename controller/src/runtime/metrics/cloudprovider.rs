@@ -9,7 +9,8 @@ use std::time::Instant;
 use async_trait::async_trait;
 use karpenter_core::instance_type::InstanceType;
 use karpenter_providers::{
-    CloudProvider, DriftReason, LaunchedInstance, NodeClaimRequest, NodePoolRef, ProviderError,
+    CloudProvider, DriftReason, LaunchedInstance, NodeClaimRequest, NodePoolRef, OfferingKey,
+    ProviderError,
 };
 
 use super::Metrics;
@@ -109,6 +110,10 @@ impl<P: CloudProvider> CloudProvider for MeteredCloudProvider<P> {
     ) -> Result<Option<DriftReason>, ProviderError> {
         self.measure("IsDrifted", self.inner.is_drifted(instance))
             .await
+    }
+
+    fn mark_unavailable(&self, offering: &OfferingKey) {
+        self.inner.mark_unavailable(offering)
     }
 
     async fn find_launched(

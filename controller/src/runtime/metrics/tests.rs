@@ -31,8 +31,11 @@ fn counters_are_exported_under_karpenters_names() {
     m.nodeclaim_disrupted("default", reason::UNDERUTILIZED, "spot");
     m.node_created("default");
     m.node_terminated("default");
-    m.interruption_message_received("spot_interrupted");
-    m.interruption_message_deleted();
+    m.interruption.received("spot_interrupted");
+    m.interruption.deleted();
+    m.interruption.observe_queue_duration(1.5);
+    m.interruption.set_queue_available(true);
+    m.interruption.queue_error("GetQueueUrl", "queue_missing");
     let text = m.encode();
 
     let v = |s: &str| value(&text, s);
@@ -69,6 +72,21 @@ fn counters_are_exported_under_karpenters_names() {
     );
     assert_eq!(
         v("karpenter_interruption_deleted_messages_total"),
+        Some(1.0)
+    );
+    assert_eq!(
+        v("karpenter_interruption_message_queue_duration_seconds_count"),
+        Some(1.0)
+    );
+    assert_eq!(
+        v("karpenter_interruption_message_queue_duration_seconds_bucket{le=\"2.0\"}"),
+        Some(1.0)
+    );
+    assert_eq!(v("karpenter_interruption_queue_available"), Some(1.0));
+    assert_eq!(
+        v(
+            "karpenter_interruption_queue_errors_total{operation=\"GetQueueUrl\",error=\"queue_missing\"}"
+        ),
         Some(1.0)
     );
     assert_eq!(
