@@ -23,6 +23,7 @@ use crate::harness::{Ctx, TEST_LABEL, eventually};
 
 pub mod drain;
 pub mod inspect;
+pub mod queue;
 pub use drain::*;
 pub use inspect::*;
 

@@ -189,10 +189,13 @@ async fn a_requirement_change_drifts_only_the_nodes_that_no_longer_meet_it() {
         let _sim = ctx.start_sim(ctx.sim_config_for_tag("karpenter.sh/nodepool", &pool));
         with_teardown(&ctx, &[&pool], async {
             apply_pool(&ctx, &pool, &PoolSpec::staging(json!([])).with_disruption(drift_only("10%"))).await;
-            // Two sizes of pod on two nodes, so the nodes have different instance types.
+            // Two sizes of pod on two nodes, so the nodes have different instance types. One
+            // after the other: created together, kube-scheduler (which knows nothing of the
+            // plan) may bind the small pod to the large pod's new node first, and the large pod
+            // then gets a second large node.
             deploy(&ctx, "small", Some(&pool), 1, json!({"cpu": "250m", "memory": "256Mi"}), apart(&["small", "large"])).await;
-            deploy(&ctx, "large", Some(&pool), 1, json!({"cpu": "3", "memory": "2Gi"}), apart(&["small", "large"])).await;
             let small = claim_holding(&ctx, &pool, "small", 1).await;
+            deploy(&ctx, "large", Some(&pool), 1, json!({"cpu": "3", "memory": "2Gi"}), apart(&["small", "large"])).await;
             let large = claim_holding(&ctx, &pool, "large", 1).await;
             let large_type = label(&large, INSTANCE_TYPE).expect("type label").to_owned();
             let small_type = label(&small, INSTANCE_TYPE).expect("type label").to_owned();

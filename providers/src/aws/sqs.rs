@@ -137,8 +137,14 @@ pub trait SqsApi: Send + Sync {
     /// for [`VISIBILITY_TIMEOUT`] (`ReceiveMessage`). An empty list when none came.
     async fn receive(&self, queue_url: &str) -> Result<Vec<QueueMessage>, SqsError>;
 
-    /// Deletes a handled message (`DeleteMessage`).
-    async fn delete(&self, queue_url: &str, receipt_handle: &str) -> Result<(), SqsError>;
+    /// Deletes handled messages by receipt handle (`DeleteMessageBatch`, at most
+    /// [`MAX_MESSAGES`] a call; IAM authorizes it as `sqs:DeleteMessage`). Returns the handles
+    /// SQS refused, with its error code; an `Err` means none was deleted.
+    async fn delete(
+        &self,
+        queue_url: &str,
+        receipt_handles: &[String],
+    ) -> Result<Vec<(String, String)>, SqsError>;
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_sqs::types::MessageSystemAttributeName;
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 
 use super::sqs::{MAX_MESSAGES, QueueMessage, SqsApi, SqsError, VISIBILITY_TIMEOUT, WAIT_TIME};
 
@@ -89,15 +89,49 @@ impl SqsApi for SdkSqs {
             .collect())
     }
 
-    async fn delete(&self, queue_url: &str, receipt_handle: &str) -> Result<(), SqsError> {
-        self.client
-            .delete_message()
-            .queue_url(queue_url)
-            .receipt_handle(receipt_handle)
-            .send()
-            .await
-            .map_err(|e| classify("DeleteMessage", e))?;
-        Ok(())
+    /// One `DeleteMessageBatch` per [`MAX_MESSAGES`] handles (one call per received batch
+    /// instead of ten), entries identified by their index.
+    async fn delete(
+        &self,
+        queue_url: &str,
+        receipt_handles: &[String],
+    ) -> Result<Vec<(String, String)>, SqsError> {
+        let mut refused = Vec::new();
+        for chunk in receipt_handles.chunks(MAX_MESSAGES as usize) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, handle)| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(handle)
+                        .build()
+                        .map_err(|e| SqsError::Transport {
+                            operation: "DeleteMessageBatch".into(),
+                            detail: e.to_string(),
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let out = self
+                .client
+                .delete_message_batch()
+                .queue_url(queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| classify("DeleteMessageBatch", e))?;
+            for failed in out.failed() {
+                let handle = failed
+                    .id()
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| chunk.get(i))
+                    .cloned()
+                    .unwrap_or_else(|| failed.id().to_owned());
+                refused.push((handle, failed.code().to_owned()));
+            }
+        }
+        Ok(refused)
     }
 }
 

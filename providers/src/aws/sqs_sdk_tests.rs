@@ -6,11 +6,11 @@ use std::sync::{Arc, Mutex};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::http::HttpResponse;
 use aws_sdk_sqs::error::ErrorMetadata;
-use aws_sdk_sqs::operation::delete_message::DeleteMessageOutput;
+use aws_sdk_sqs::operation::delete_message_batch::DeleteMessageBatchOutput;
 use aws_sdk_sqs::operation::get_queue_url::{GetQueueUrlError, GetQueueUrlOutput};
 use aws_sdk_sqs::operation::receive_message::{ReceiveMessageError, ReceiveMessageOutput};
-use aws_sdk_sqs::types::Message;
 use aws_sdk_sqs::types::error::QueueDoesNotExist;
+use aws_sdk_sqs::types::{BatchResultErrorEntry, Message};
 use aws_smithy_mocks::{Rule, mock};
 
 use super::*;
@@ -175,16 +175,70 @@ async fn an_unreadable_answer_is_a_transport_error() {
     );
 }
 
+/// `(id, receipt handle)` of one `DeleteMessageBatch` call.
+type Entries = Vec<(String, String)>;
+
 #[tokio::test]
-async fn delete_sends_the_receipt_handle() {
-    let seen = Arc::new(Mutex::new(None));
+async fn deletes_go_ten_per_batch_call_and_refused_handles_come_back() {
+    let seen: Arc<Mutex<Vec<Entries>>> = Arc::default();
     let sink = seen.clone();
-    let rule = mock!(Client::delete_message)
-        .match_requests(move |input| {
-            *sink.lock().unwrap() = input.receipt_handle().map(str::to_owned);
+    let record =
+        move |input: &aws_sdk_sqs::operation::delete_message_batch::DeleteMessageBatchInput| {
+            sink.lock().unwrap().push(
+                input
+                    .entries()
+                    .iter()
+                    .map(|e| (e.id().to_owned(), e.receipt_handle().to_owned()))
+                    .collect(),
+            );
             input.queue_url() == Some(URL)
-        })
-        .then_output(|| DeleteMessageOutput::builder().build());
-    client(&[&rule]).delete(URL, "rh-7").await.unwrap();
-    assert_eq!(seen.lock().unwrap().as_deref(), Some("rh-7"));
+        };
+    let first = mock!(Client::delete_message_batch)
+        .match_requests(record.clone())
+        .then_output(|| {
+            DeleteMessageBatchOutput::builder()
+                .set_successful(Some(vec![]))
+                .failed(
+                    BatchResultErrorEntry::builder()
+                        .id("3")
+                        .code("ReceiptHandleIsInvalid")
+                        .sender_fault(true)
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap()
+        });
+    let second = mock!(Client::delete_message_batch)
+        .match_requests(record)
+        .then_output(|| {
+            DeleteMessageBatchOutput::builder()
+                .set_successful(Some(vec![]))
+                .set_failed(Some(vec![]))
+                .build()
+                .unwrap()
+        });
+    let handles: Vec<String> = (0..12).map(|i| format!("rh-{i}")).collect();
+    let refused = client(&[&first, &second])
+        .delete(URL, &handles)
+        .await
+        .unwrap();
+    assert_eq!(
+        refused,
+        [("rh-3".to_owned(), "ReceiptHandleIsInvalid".to_owned())]
+    );
+    let calls = seen.lock().unwrap().clone();
+    assert_eq!(calls.iter().map(Vec::len).collect::<Vec<_>>(), [10, 2]);
+    assert_eq!(
+        calls[1],
+        [
+            ("0".to_owned(), "rh-10".to_owned()),
+            ("1".to_owned(), "rh-11".to_owned())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn nothing_to_delete_makes_no_call() {
+    assert!(client(&[]).delete(URL, &[]).await.unwrap().is_empty());
 }

@@ -64,13 +64,58 @@ impl Writes for KubeWrites {
     }
 }
 
-/// Handles `message`; true when it was deleted from the queue.
-pub async fn handle(
+/// How one received batch went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Messages deleted from the queue.
+    pub deleted: usize,
+    /// Messages left for redelivery (an action failed, or SQS refused the delete).
+    pub kept: usize,
+}
+
+/// Handles a received batch, its messages concurrently, then deletes every handled one in a
+/// single `DeleteMessageBatch`.
+pub async fn handle_batch(
     ctx: &Handler,
     queue_url: &str,
-    message: &QueueMessage,
+    messages: &[QueueMessage],
     index: &InstanceIndex,
-) -> bool {
+) -> BatchOutcome {
+    let done = futures::future::join_all(messages.iter().map(|m| handle(ctx, m, index))).await;
+    let handles: Vec<String> = messages
+        .iter()
+        .zip(&done)
+        .filter(|(_, done)| **done)
+        .map(|(m, _)| m.receipt_handle.clone())
+        .collect();
+    if handles.is_empty() {
+        return BatchOutcome {
+            deleted: 0,
+            kept: messages.len(),
+        };
+    }
+    let deleted = match ctx.sqs.delete(queue_url, &handles).await {
+        Ok(refused) => {
+            for (handle, code) in &refused {
+                tracing::warn!(receipt_handle = %handle, code = %code, "SQS refused to delete an interruption message");
+            }
+            handles.len() - refused.len()
+        }
+        Err(err) => {
+            // Redelivered after the visibility timeout; handling them again is harmless.
+            tracing::warn!(error = %err, messages = handles.len(), "deleting interruption messages failed");
+            0
+        }
+    };
+    ctx.metrics.interruption.deleted(deleted as u64);
+    BatchOutcome {
+        deleted,
+        kept: messages.len() - deleted,
+    }
+}
+
+/// Handles `message`; true when it is done with and may be deleted from the queue.
+pub async fn handle(ctx: &Handler, message: &QueueMessage, index: &InstanceIndex) -> bool {
     let id = message.message_id.as_str();
     match plan(parse(&message.body), index) {
         MessagePlan::Unreadable(err) => {
@@ -104,17 +149,7 @@ pub async fn handle(
             }
         }
     }
-    match ctx.sqs.delete(queue_url, &message.receipt_handle).await {
-        Ok(()) => {
-            ctx.metrics.interruption.deleted();
-            true
-        }
-        Err(err) => {
-            // Redelivered after the visibility timeout; handling it again is harmless.
-            tracing::warn!(message_id = %id, error = %err, "deleting an interruption message failed");
-            false
-        }
-    }
+    true
 }
 
 /// One claim's actions; false when an API call failed (the message is kept).

@@ -26,12 +26,16 @@ impl SqsApi for FakeSqs {
     async fn receive(&self, _: &str) -> Result<Vec<QueueMessage>, SqsError> {
         Ok(vec![])
     }
-    async fn delete(&self, _: &str, receipt_handle: &str) -> Result<(), SqsError> {
+    async fn delete(&self, _: &str, handles: &[String]) -> Result<Vec<(String, String)>, SqsError> {
         if self.refuse_deletes {
-            return Err(SqsError::from_code("DeleteMessage", "AccessDenied", "no"));
+            return Err(SqsError::from_code(
+                "DeleteMessageBatch",
+                "AccessDenied",
+                "no",
+            ));
         }
-        self.deleted.lock().unwrap().push(receipt_handle.to_owned());
-        Ok(())
+        self.deleted.lock().unwrap().extend(handles.iter().cloned());
+        Ok(vec![])
     }
 }
 
@@ -145,6 +149,14 @@ fn spot(instance: &str) -> String {
     event("EC2 Spot Instance Interruption Warning", instance)
 }
 
+/// Handles `m` as a batch of one; true when it was deleted from the queue.
+async fn one(b: &Bed, m: QueueMessage) -> bool {
+    handle_batch(&b.handler, "url", &[m], &b.index)
+        .await
+        .deleted
+        == 1
+}
+
 /// The value of one series in the exposition, if present.
 fn metric(m: &Metrics, series: &str) -> Option<f64> {
     m.encode().lines().find_map(|l| {
@@ -162,7 +174,7 @@ const DELETED: &str = "karpenter_interruption_deleted_messages_total";
 #[tokio::test]
 async fn a_spot_interruption_deletes_the_claim_marks_the_offering_and_deletes_the_message() {
     let b = bed(false);
-    assert!(handle(&b.handler, "url", &message("r1", spot("i-spot")), &b.index).await);
+    assert!(one(&b, message("r1", spot("i-spot"))).await);
     assert_eq!(*b.writes.deletes.lock().unwrap(), ["spot-1"]);
     assert_eq!(*b.sqs.deleted.lock().unwrap(), ["r1"]);
     let events = b.writes.events.lock().unwrap().clone();
@@ -220,10 +232,7 @@ async fn unreadable_no_op_and_foreign_messages_are_deleted_without_writes() {
         ),
         ("foreign", spot("i-not-ours")),
     ] {
-        assert!(
-            handle(&b.handler, "url", &message(receipt, body), &b.index).await,
-            "{receipt}"
-        );
+        assert!(one(&b, message(receipt, body)).await, "{receipt}");
     }
     assert_eq!(*b.sqs.deleted.lock().unwrap(), ["bad", "noop", "foreign"]);
     assert!(b.writes.deletes.lock().unwrap().is_empty());
@@ -247,14 +256,14 @@ async fn unreadable_no_op_and_foreign_messages_are_deleted_without_writes() {
 async fn a_failed_delete_keeps_the_message_and_its_redelivery_acts_once() {
     let b = bed(false);
     *b.writes.failing.lock().unwrap() = true;
-    assert!(!handle(&b.handler, "url", &message("r1", spot("i-spot")), &b.index).await);
+    assert!(!one(&b, message("r1", spot("i-spot"))).await);
     assert!(
         b.sqs.deleted.lock().unwrap().is_empty(),
         "kept for redelivery"
     );
     assert_eq!(metric(&b.metrics, DISRUPTED), None);
     *b.writes.failing.lock().unwrap() = false;
-    assert!(handle(&b.handler, "url", &message("r1b", spot("i-spot")), &b.index).await);
+    assert!(one(&b, message("r1b", spot("i-spot"))).await);
     assert_eq!(*b.writes.deletes.lock().unwrap(), ["spot-1"]);
     assert_eq!(metric(&b.metrics, DISRUPTED), Some(1.0));
 }
@@ -268,12 +277,16 @@ async fn two_messages_about_one_instance_delete_and_count_it_once() {
         "detail": {"instance-id": "i-spot", "state": "shutting-down"},
     })
     .to_string();
-    let (a, b2) = (message("a", spot("i-spot")), message("b", terminated));
-    let (first, second) = tokio::join!(
-        handle(&b.handler, "url", &a, &b.index),
-        handle(&b.handler, "url", &b2, &b.index),
+    let batch = [message("a", spot("i-spot")), message("b", terminated)];
+    let outcome = handle_batch(&b.handler, "url", &batch, &b.index).await;
+    assert_eq!(
+        outcome,
+        BatchOutcome {
+            deleted: 2,
+            kept: 0
+        },
+        "both messages are deleted"
     );
-    assert!(first && second, "both messages are deleted");
     assert_eq!(b.writes.deletes.lock().unwrap().len(), 1);
     let disrupted: f64 = ["spot_interrupted", "instance_terminated"]
         .iter()
@@ -291,7 +304,7 @@ async fn two_messages_about_one_instance_delete_and_count_it_once() {
 async fn a_rebalance_recommendation_only_publishes_events() {
     let b = bed(false);
     let body = event("EC2 Instance Rebalance Recommendation", "i-spot");
-    assert!(handle(&b.handler, "url", &message("r", body), &b.index).await);
+    assert!(one(&b, message("r", body)).await);
     assert!(b.writes.deletes.lock().unwrap().is_empty());
     let reasons: Vec<String> = b
         .writes
@@ -316,11 +329,32 @@ async fn a_rebalance_recommendation_only_publishes_events() {
 #[tokio::test]
 async fn a_message_sqs_refuses_to_delete_is_reported_kept() {
     let b = bed(true);
-    assert!(!handle(&b.handler, "url", &message("r", spot("i-spot")), &b.index).await);
+    assert!(!one(&b, message("r", spot("i-spot"))).await);
     assert_eq!(metric(&b.metrics, DELETED), Some(0.0));
     assert_eq!(
         *b.writes.deletes.lock().unwrap(),
         ["spot-1"],
         "the claim still goes"
     );
+}
+
+#[tokio::test]
+async fn a_batch_deletes_what_was_handled_and_keeps_only_what_failed() {
+    let b = bed(false);
+    *b.writes.failing.lock().unwrap() = true;
+    let batch = [
+        message("doomed", spot("i-spot")),
+        message("foreign", spot("i-not-ours")),
+        message("bad", "{".into()),
+    ];
+    let outcome = handle_batch(&b.handler, "url", &batch, &b.index).await;
+    assert_eq!(
+        outcome,
+        BatchOutcome {
+            deleted: 2,
+            kept: 1
+        }
+    );
+    assert_eq!(*b.sqs.deleted.lock().unwrap(), ["foreign", "bad"]);
+    assert_eq!(metric(&b.metrics, DELETED), Some(2.0));
 }

@@ -199,16 +199,11 @@ async fn poll_once(ctx: &InterruptionContext, queue: &mut QueueState) -> Result<
         return Ok(());
     }
     let index = InstanceIndex::new(&ctx.state.node_claims.state(), &ctx.state.nodes.state());
-    let handled = futures::future::join_all(
-        messages
-            .iter()
-            .map(|m| apply::handle(&ctx.handler, &url, m, &index)),
-    )
-    .await;
-    let kept = handled.iter().filter(|deleted| !**deleted).count();
+    let outcome = apply::handle_batch(&ctx.handler, &url, &messages, &index).await;
     tracing::debug!(
         received = messages.len(),
-        kept,
+        deleted = outcome.deleted,
+        kept = outcome.kept,
         "interruption messages handled"
     );
     Ok(())

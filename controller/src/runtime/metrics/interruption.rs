@@ -68,9 +68,9 @@ impl InterruptionMetrics {
         self.received.get_or_create(&l).inc();
     }
 
-    /// `karpenter_interruption_deleted_messages_total` += 1.
-    pub fn deleted(&self) {
-        self.deleted.inc();
+    /// `karpenter_interruption_deleted_messages_total` += `count`.
+    pub fn deleted(&self, count: u64) {
+        self.deleted.inc_by(count);
     }
 
     /// `karpenter_interruption_message_queue_duration_seconds`: from the event's time to its

@@ -32,7 +32,7 @@ fn counters_are_exported_under_karpenters_names() {
     m.node_created("default");
     m.node_terminated("default");
     m.interruption.received("spot_interrupted");
-    m.interruption.deleted();
+    m.interruption.deleted(1);
     m.interruption.observe_queue_duration(1.5);
     m.interruption.set_queue_available(true);
     m.interruption.queue_error("GetQueueUrl", "queue_missing");
