@@ -13,6 +13,7 @@
 //! | [`nodepool_status`] | NodePool `ValidationSucceeded` / `Ready` conditions; `ValidationFailed` events |
 //! | [`claim_disruption`] | NodeClaim `Consolidatable` / `Drifted` conditions and `status.lastPodEventTime` |
 //! | [`interruption`] | deletion of NodeClaims an interruption message dooms; the interruption events (`SpotInterrupted`, `TerminatingOnInterruption`, …); interrupted spot offerings in the provider's unavailable cache |
+//! | [`cluster_metrics`] | the node, pod and NodePool gauges of the dashboards (`karpenter_nodes_allocatable`, `_total_pod_requests`, `_total_daemon_requests`, `karpenter_pods_state`, `karpenter_nodepools_usage`/`_limit`, `karpenter_cluster_state_node_count`) |
 //! | [`expiration`] | deletion of expired NodeClaims (`expireAfter` passed; forceful, unbudgeted) |
 //! | [`hash`] | the NodePool / EC2NodeClass hash and hash-version annotations, on the pools and classes and on NodeClaims (rewritten only when the claim's version is not current) |
 
@@ -22,6 +23,7 @@ use futures::Stream;
 
 pub mod backoff;
 pub mod claim_disruption;
+pub mod cluster_metrics;
 pub mod conditions;
 pub mod disruption;
 pub mod events;

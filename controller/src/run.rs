@@ -25,7 +25,9 @@ use crate::controllers::expiration::{self, ExpirationContext};
 use crate::controllers::interruption::{self, InterruptionContext};
 use crate::controllers::lifecycle::{self, LifecycleContext};
 use crate::controllers::termination::{self, TerminationContext};
-use crate::controllers::{gc, hash, nodeclass_status, nodepool_status, provisioner};
+use crate::controllers::{
+    cluster_metrics, gc, hash, nodeclass_status, nodepool_status, provisioner,
+};
 use crate::model::ClusterState;
 use crate::runtime::aws_sdk;
 use crate::runtime::http_server::{self, Health};
@@ -432,6 +434,10 @@ fn start_controllers(
             })),
         );
     }
+    controllers.spawn(
+        "cluster metrics",
+        cluster_metrics::run(state.clone(), metrics.clone()),
+    );
     controllers.spawn(
         "nodeclaim.podevents",
         claim_disruption::pod_events::run(client.clone(), state.clone()),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use karpenter_core::api::NodeClaim;
 use karpenter_e2e::controller::{ControllerProcess, install_crds};
 use karpenter_e2e::harness::*;
-use karpenter_e2e::scenario::queue::{self, metric_sum};
+use karpenter_e2e::scenario::queue;
 use karpenter_e2e::scenario::*;
 use kube_client::ResourceExt;
 use kube_client::api::Api;

@@ -223,6 +223,46 @@ async fn fifty_pods_on_the_staging_pool_get_nodes_from_the_controller() {
             metrics.contains("karpenter_cloudprovider_duration_seconds_count{"),
             "{metrics}"
         );
+        // The capacity dashboards' gauges: every node of the pool, the requests of the pods
+        // bound to it, every pod's state (written every 10 s).
+        let nodes: Vec<String> = claims
+            .iter()
+            .filter_map(|c| c.status.as_ref()?.node_name.clone())
+            .collect();
+        let pool_label = format!("nodepool=\"{pool}\"");
+        eventually(
+            "the dashboards' node and pod gauges",
+            Duration::from_secs(40),
+            || async {
+                let text = controller.scrape_metrics().await.ok()?;
+                let every_node = nodes.iter().all(|n| {
+                    let node = format!("node_name=\"{n}\"");
+                    metric_sum(
+                        &text,
+                        "karpenter_nodes_allocatable",
+                        &[&node, &pool_label, "resource_type=\"cpu\""],
+                    ) > 0.0
+                });
+                let bound = metric_sum(
+                    &text,
+                    "karpenter_nodes_total_pod_requests",
+                    &[&pool_label, "resource_type=\"pods\""],
+                );
+                let namespace = format!("namespace=\"{}\"", ctx.id);
+                let running = metric_sum(
+                    &text,
+                    "karpenter_pods_state",
+                    &[&namespace, &pool_label, "phase=\"Running\""],
+                );
+                let usage = metric_sum(
+                    &text,
+                    "karpenter_nodepools_usage",
+                    &[&pool_label, "resource_type=\"cpu\""],
+                );
+                (every_node && bound >= 1.0 && running >= 1.0 && usage > 0.0).then_some(())
+            },
+        )
+        .await;
         let events: Api<k8s_openapi::api::events::v1::Event> =
             Api::namespaced(ctx.kube.clone(), &ctx.id);
         let nominated = events

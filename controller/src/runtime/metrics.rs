@@ -137,6 +137,17 @@ impl PodState {
     }
 }
 
+/// The per-node gauges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeGauge {
+    /// `karpenter_nodes_allocatable`.
+    Allocatable,
+    /// `karpenter_nodes_total_pod_requests`.
+    PodRequests,
+    /// `karpenter_nodes_total_daemon_requests`.
+    DaemonRequests,
+}
+
 /// The node-identifying labels of `karpenter_nodes_*` gauges (Karpenter adds the node's
 /// well-known labels, snake_cased, to `node_name` and `phase`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -193,6 +204,8 @@ pub struct Metrics {
     nodes_created: CounterVec<1>,
     nodes_terminated: CounterVec<1>,
     nodes_allocatable: GaugeVec<8>,
+    nodes_pod_requests: GaugeVec<8>,
+    nodes_daemon_requests: GaugeVec<8>,
     nodepools_limit: GaugeVec<2>,
     nodepools_usage: GaugeVec<2>,
     scheduling_duration: HistogramVec<1>,
@@ -233,6 +246,8 @@ impl Metrics {
             nodes_created: Family::default(),
             nodes_terminated: Family::default(),
             nodes_allocatable: Family::default(),
+            nodes_pod_requests: Family::default(),
+            nodes_daemon_requests: Family::default(),
             nodepools_limit: Family::default(),
             nodepools_usage: Family::default(),
             scheduling_duration: Family::new_with_constructor(duration_histogram),
@@ -284,6 +299,16 @@ impl Metrics {
             "nodes_allocatable",
             "Node allocatable are the resources allocatable by nodes.",
             m.nodes_allocatable.clone(),
+        );
+        r.register(
+            "nodes_total_pod_requests",
+            "Node total pod requests are the resources requested by pods bound to nodes, including the DaemonSet pods bound to nodes.",
+            m.nodes_pod_requests.clone(),
+        );
+        r.register(
+            "nodes_total_daemon_requests",
+            "Node total daemon requests are the resource requested by DaemonSet pods bound to nodes.",
+            m.nodes_daemon_requests.clone(),
         );
         r.register(
             "nodepools_limit",
@@ -408,6 +433,41 @@ impl Metrics {
         for r in resource_types {
             self.nodes_allocatable.remove(&node.with_resource(r));
         }
+    }
+
+    /// Sets one of the per-node gauges (`karpenter_nodes_allocatable`,
+    /// `_total_pod_requests`, `_total_daemon_requests`) of one resource of a node.
+    pub fn set_node_gauge(
+        &self,
+        gauge: NodeGauge,
+        node: &NodeLabels,
+        resource_type: &str,
+        value: f64,
+    ) {
+        self.node_family(gauge)
+            .get_or_create(&node.with_resource(resource_type))
+            .set(value);
+    }
+
+    /// Forgets one series of a per-node gauge.
+    pub fn remove_node_gauge(&self, gauge: NodeGauge, node: &NodeLabels, resource_type: &str) {
+        self.node_family(gauge)
+            .remove(&node.with_resource(resource_type));
+    }
+
+    fn node_family(&self, gauge: NodeGauge) -> &GaugeVec<8> {
+        match gauge {
+            NodeGauge::Allocatable => &self.nodes_allocatable,
+            NodeGauge::PodRequests => &self.nodes_pod_requests,
+            NodeGauge::DaemonRequests => &self.nodes_daemon_requests,
+        }
+    }
+
+    /// Forgets `karpenter_nodepools_{limit,usage}{nodepool,resource_type}`.
+    pub fn remove_nodepool_gauges(&self, nodepool: &str, resource_type: &str) {
+        let l = labels(["nodepool", "resource_type"], [nodepool, resource_type]);
+        self.nodepools_limit.remove(&l);
+        self.nodepools_usage.remove(&l);
     }
 
     /// Sets `karpenter_nodepools_limit{nodepool,resource_type}`.

@@ -177,36 +177,9 @@ pub fn capacity_reservation_interruption(instance: &str) -> String {
     )
 }
 
-/// The sum of the samples of metric `name` whose labels contain every one of `labels`
-/// (`key="value"` strings), in an OpenMetrics text exposition.
-pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (metric, rest) = match series.split_once('{') {
-                Some((m, rest)) => (m, rest),
-                None => (series, ""),
-            };
-            (metric == name && labels.iter().all(|want| rest.contains(want)))
-                .then(|| value.parse::<f64>().ok())
-                .flatten()
-        })
-        .sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn metric_sum_adds_matching_series_only() {
-        let text = "# TYPE x counter\nx_total{a=\"1\",b=\"2\"} 3\nx_total{a=\"1\",b=\"3\"} 4\nx_total{a=\"2\"} 100\ny 7\n# EOF\n";
-        assert_eq!(metric_sum(text, "x_total", &["a=\"1\""]), 7.0);
-        assert_eq!(metric_sum(text, "x_total", &[]), 107.0);
-        assert_eq!(metric_sum(text, "y", &[]), 7.0);
-        assert_eq!(metric_sum(text, "z", &[]), 0.0);
-    }
 
     #[test]
     fn events_carry_the_envelope_the_controller_parses() {
