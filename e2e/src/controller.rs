@@ -262,5 +262,14 @@ impl ControllerProcess {
 impl Drop for ControllerProcess {
     fn drop(&mut self) {
         self.kill();
+        // A failing test drops its controller while unwinding: show what the controller was
+        // doing, since CI keeps only the test's output and not the log file.
+        if std::thread::panicking() {
+            eprintln!(
+                "--- last 80 lines of the controller's log ({}) ---\n{}\n--- end of the controller's log ---",
+                self.log.display(),
+                self.log_tail(80)
+            );
+        }
     }
 }

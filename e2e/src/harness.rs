@@ -280,6 +280,28 @@ where
     }
 }
 
+/// Like [`eventually`], for checks that can say why they are not done yet: polls `check`
+/// every 200 ms until it gives `Ok`, or panics at the deadline naming `what` and the last
+/// reason, so a timeout in CI shows the state it was stuck in.
+pub async fn eventually_why<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let why = match check().await {
+            Ok(v) => return v,
+            Err(why) => why,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}; last seen: {why}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Status of a node condition.
 pub fn condition(node: &Node, type_: &str) -> Option<String> {
     node.status

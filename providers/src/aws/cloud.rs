@@ -184,6 +184,11 @@ pub struct AwsCloudProvider {
     /// Set while a caller asks the Pricing API; callers finding it set use the current prices
     /// rather than wait.
     price_refreshing: AtomicBool,
+    /// Launches hold it shared from CreateFleet until their instance carries its claim's tag;
+    /// `find_launched` holds it exclusively. An instance of a launch still in flight is
+    /// untagged and would look lost, so without this a claim looking for a lost launch could
+    /// adopt another claim's new instance and two claims would share one node.
+    launches: tokio::sync::RwLock<()>,
 }
 
 impl AwsCloudProvider {
@@ -207,6 +212,7 @@ impl AwsCloudProvider {
             pricing: None,
             prices: Mutex::new(OnDemandPrices::new()),
             price_refreshing: AtomicBool::new(false),
+            launches: tokio::sync::RwLock::new(()),
         }
     }
 
@@ -263,6 +269,7 @@ impl CloudProvider for AwsCloudProvider {
     }
 
     async fn create(&self, claim: &NodeClaimRequest) -> Result<LaunchedInstance, ProviderError> {
+        let _launching = self.launches.read().await;
         self.launch(claim).await
     }
 
@@ -309,6 +316,9 @@ impl CloudProvider for AwsCloudProvider {
         claim: &NodeClaimRequest,
         launched_after_unix: i64,
     ) -> Result<Option<LaunchedInstance>, ProviderError> {
+        // Wait out this process's launches in flight: their instances are tagged by the time
+        // they finish, so only instances nobody here is launching can be adopted.
+        let _no_launch_in_flight = self.launches.write().await;
         self.find_launched_instance(claim, launched_after_unix)
             .await
     }

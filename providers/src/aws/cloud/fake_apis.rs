@@ -62,6 +62,9 @@ pub struct Ec2State {
     /// When set, `DescribeInstanceTypes` answers only once it gets a permit (a call that
     /// hangs until the test lets it go).
     pub instance_types_gate: Option<Arc<tokio::sync::Semaphore>>,
+    /// When set, `CreateFleet` launches its instance (visible to `DescribeInstances`) but
+    /// answers only once it gets a permit: a launch in flight.
+    pub fleet_gate: Option<Arc<tokio::sync::Semaphore>>,
     /// `DescribeInstanceTypeOfferings` answer.
     pub offerings: Vec<(String, String)>,
     /// `DescribeSpotPriceHistory` answer.
@@ -112,11 +115,13 @@ impl FakeEc2 {
     fn record(&self, operation: &str) {
         self.with(|s| s.calls.push(operation.to_owned()));
     }
-}
 
-#[async_trait]
-impl Ec2Api for FakeEc2 {
-    async fn create_fleet(&self, request: &CreateFleetRequest) -> Result<FleetOutcome, Ec2Error> {
+    /// CreateFleet's effect: launches the first override that can be launched and records
+    /// the request; also the gate the answer waits on.
+    fn launch_fleet(
+        &self,
+        request: &CreateFleetRequest,
+    ) -> (FleetOutcome, Option<Arc<tokio::sync::Semaphore>>) {
         let mut s = self.state.lock().unwrap();
         s.calls.push("CreateFleet".into());
         s.fleet_requests.push(request.clone());
@@ -195,6 +200,17 @@ impl Ec2Api for FakeEc2 {
                     source,
                 });
             }
+        }
+        (outcome, s.fleet_gate.clone())
+    }
+}
+
+#[async_trait]
+impl Ec2Api for FakeEc2 {
+    async fn create_fleet(&self, request: &CreateFleetRequest) -> Result<FleetOutcome, Ec2Error> {
+        let (outcome, gate) = self.launch_fleet(request);
+        if let Some(gate) = gate {
+            let _permit = gate.acquire().await;
         }
         Ok(outcome)
     }

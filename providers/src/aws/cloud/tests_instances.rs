@@ -269,3 +269,45 @@ async fn find_launched_adopts_an_untagged_instance_of_the_claims_shape_once() {
         None
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn find_launched_leaves_alone_the_instance_of_a_launch_in_flight() {
+    let f = Fixture::new();
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    f.ec2.with(|s| s.fleet_gate = Some(gate.clone()));
+    let mut launching = super::tests::claim(&["m5.large"], &["spot"]);
+    launching.name = "default-aaaaa".into();
+    let mut looking = launching.clone();
+    looking.name = "default-bbbbb".into();
+    let launch = f.provider.create(&launching);
+    let look = async {
+        // EC2 has launched the instance (listed, not yet tagged) and not answered yet.
+        while f.ec2.count("CreateFleet") == 0 {
+            tokio::task::yield_now().await;
+        }
+        let find = f.provider.find_launched(&looking, 0);
+        tokio::pin!(find);
+        let early = tokio::time::timeout(std::time::Duration::from_secs(5), &mut find).await;
+        assert!(
+            early.is_err(),
+            "looking for a lost launch must wait for the launch in flight: {early:?}"
+        );
+        gate.add_permits(1);
+        find.await
+    };
+    let (launched, found) = tokio::join!(launch, look);
+    let launched = launched.expect("launched");
+    assert_eq!(launched.node_claim.as_deref(), Some("default-aaaaa"));
+    assert_eq!(
+        found.expect("find answers"),
+        None,
+        "the new instance is the launching claim's"
+    );
+    let tag = f.ec2.with(|s| {
+        s.instances[launched.instance_id()]
+            .tags
+            .get(NODE_CLAIM_TAG)
+            .cloned()
+    });
+    assert_eq!(tag.as_deref(), Some("default-aaaaa"));
+}
