@@ -403,6 +403,7 @@ fn start_controllers(
             provider: provider.clone(),
             drift_gate: settings.feature_gates.drift,
             drift_recheck: settings.drift_recheck_interval,
+            metrics: metrics.clone(),
             backoff: Default::default(),
         })),
     );

@@ -1,8 +1,8 @@
 //! The controller's HTTP endpoints, on hyper 1: `/metrics` on the metrics port (8080) and the
 //! kubelet probes `/healthz` and `/readyz` on the health port (8081), as Karpenter serves them.
 //!
-//! `/metrics` answers in OpenMetrics text ([`crate::runtime::metrics::CONTENT_TYPE`]), the format
-//! Prometheus prefers and prometheus-client writes. `/healthz` answers 200 as long as the
+//! `/metrics` answers in the Prometheus text format 0.0.4
+//! ([`crate::runtime::metrics::CONTENT_TYPE`]), as Karpenter does. `/healthz` answers 200 as long as the
 //! runtime serves requests at all (a wedged runtime fails the probe by not answering);
 //! `/readyz` answers 200 once [`Health::set_ready`] was called (caches synced) and 503 with the
 //! reason before that or after [`Health::set_not_ready`]. Both answer 500 after
@@ -266,7 +266,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn metrics_endpoint_serves_openmetrics() {
+    async fn metrics_endpoint_serves_the_text_format() {
         let (listener, base) = bind().await;
         let metrics = Arc::new(Metrics::new());
         metrics.nodeclaim_created("default", "provisioned");
@@ -278,7 +278,7 @@ mod tests {
 
         let (status, ct, body) = get(&c, &format!("{base}/metrics")).await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(ct, metrics::CONTENT_TYPE);
+        assert_eq!(ct, "text/plain; version=0.0.4; charset=utf-8");
         assert!(
             body.contains(
                 "karpenter_nodeclaims_created_total{reason=\"provisioned\",nodepool=\"default\"} 1"

@@ -4,8 +4,10 @@
 //!
 //! [`Metrics`] owns the registry and one typed handle per metric; callers go through its methods
 //! (`nodeclaim_created(nodepool, reason)`, …), which fix the label names, so a label cannot be
-//! misspelled or forgotten. [`Metrics::encode`] renders the OpenMetrics text exposition that
-//! [`crate::runtime::http_server::serve_metrics`] serves.
+//! misspelled or forgotten. [`Metrics::encode`] renders the Prometheus text exposition (format
+//! 0.0.4, as Karpenter serves it; [`exposition`]) that
+//! [`crate::runtime::http_server::serve_metrics`] serves, with the summaries ([`summary`]) and
+//! Karpenter 0.36's names beside v1's ([`v1beta1`]).
 //!
 //! Where the brief of this module and Karpenter v1.0 differ, Karpenter wins: v1.0 has no
 //! `karpenter_nodeclaims_{launched,registered,initialized}_total` (replaced by status-condition
@@ -14,11 +16,15 @@
 
 mod cloudprovider;
 mod disruption;
+pub mod exposition;
 mod interruption;
+mod reconcile;
+pub mod summary;
 mod termination;
+pub mod v1beta1;
 
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::text;
 use prometheus_client::metrics::counter::Counter;
@@ -31,11 +37,15 @@ use prometheus_client::registry::Registry;
 pub use cloudprovider::{MeteredCloudProvider, error_label};
 pub use disruption::DisruptionMetrics;
 pub use interruption::InterruptionMetrics;
+pub use reconcile::{ReconcileMetrics, ReconcileResult};
 pub use termination::TerminationMetrics;
 
-/// Content type of [`Metrics::encode`]'s output: OpenMetrics 1.0, which Prometheus negotiates
-/// and scrapes natively (and which prometheus-client is built to write).
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+use summary::SummaryVec;
+use v1beta1::BareCounterVec;
+
+/// Content type of [`Metrics::encode`]'s output: the Prometheus text format 0.0.4, which
+/// Karpenter serves and every Prometheus scrapes.
+pub const CONTENT_TYPE: &str = exposition::TEXT_CONTENT_TYPE;
 
 /// Karpenter v1's `reason` values for `karpenter_nodeclaims_created_total` and friends.
 pub mod reason {
@@ -211,13 +221,19 @@ pub struct Metrics {
     scheduling_duration: HistogramVec<1>,
     scheduler_queue_depth: GaugeVec<2>,
     pods_state: GaugeVec<10>,
-    pods_startup_duration: Histogram,
+    pods_startup_duration: SummaryVec<0>,
     cloudprovider_duration: HistogramVec<3>,
     cloudprovider_errors: CounterVec<4>,
     offering_price_estimate: GaugeVec<3>,
     offering_available: GaugeVec<3>,
     cluster_state_node_count: Gauge<f64, AtomicU64>,
     cluster_state_synced: Gauge<f64, AtomicU64>,
+    nodeclaims_created_v1beta1: BareCounterVec<2>,
+    nodeclaims_terminated_v1beta1: BareCounterVec<1>,
+    nodes_created_v1beta1: BareCounterVec<1>,
+    nodes_terminated_v1beta1: BareCounterVec<1>,
+    /// controller-runtime's reconcile metrics.
+    pub reconcile: ReconcileMetrics,
     /// Termination and runtime-health metrics.
     pub termination: TerminationMetrics,
     /// Disruption metrics.
@@ -238,6 +254,7 @@ impl Metrics {
         // Counters are registered without `_total`: prometheus-client appends it to the sample
         // name, which then matches Karpenter's (`karpenter_nodeclaims_created_total`).
         let mut root = Registry::default();
+        let reconcile = ReconcileMetrics::register(&mut root);
         let r = root.sub_registry_with_prefix("karpenter");
         let m = Metrics {
             nodeclaims_created: Family::default(),
@@ -253,13 +270,18 @@ impl Metrics {
             scheduling_duration: Family::new_with_constructor(duration_histogram),
             scheduler_queue_depth: Family::default(),
             pods_state: Family::default(),
-            pods_startup_duration: duration_histogram(),
+            pods_startup_duration: SummaryVec::new([]),
             cloudprovider_duration: Family::new_with_constructor(duration_histogram),
             cloudprovider_errors: Family::default(),
             offering_price_estimate: Family::default(),
             offering_available: Family::default(),
             cluster_state_node_count: Gauge::default(),
             cluster_state_synced: Gauge::default(),
+            nodeclaims_created_v1beta1: Family::default(),
+            nodeclaims_terminated_v1beta1: Family::default(),
+            nodes_created_v1beta1: Family::default(),
+            nodes_terminated_v1beta1: Family::default(),
+            reconcile,
             termination: TerminationMetrics::register(r),
             disruption: DisruptionMetrics::register(r),
             interruption: InterruptionMetrics::register(r),
@@ -336,11 +358,6 @@ impl Metrics {
             m.pods_state.clone(),
         );
         r.register(
-            "pods_startup_duration_seconds",
-            "The time from pod creation until the pod is running.",
-            m.pods_startup_duration.clone(),
-        );
-        r.register(
             "cloudprovider_duration_seconds",
             "Duration of cloud provider method calls. Labeled by the controller, method name and provider.",
             m.cloudprovider_duration.clone(),
@@ -370,21 +387,75 @@ impl Metrics {
             "Returns 1 if cluster state is synced and 0 otherwise. Synced checks that nodeclaims and nodes that are stored in the APIServer have the same representation as Karpenter's cluster state",
             m.cluster_state_synced.clone(),
         );
-        m.termination.register_root(&mut root);
+        m.register_v1beta1(r);
         Metrics {
             registry: root,
             ..m
         }
     }
 
-    /// The OpenMetrics text exposition of every metric (ends with `# EOF`).
+    /// Karpenter 0.36's names ([`v1beta1`]) of the families this struct writes.
+    fn register_v1beta1(&self, r: &mut Registry) {
+        r.register(
+            "nodeclaims_created",
+            "Number of nodeclaims created in total by Karpenter. Labeled by reason the nodeclaim was created and the owning nodepool. (Karpenter 0.36 name.)",
+            self.nodeclaims_created_v1beta1.clone(),
+        );
+        r.register(
+            "nodeclaims_terminated",
+            "Number of nodeclaims terminated in total by Karpenter. Labeled by the owning nodepool. (Karpenter 0.36 name.)",
+            self.nodeclaims_terminated_v1beta1.clone(),
+        );
+        r.register(
+            "nodes_created",
+            "Number of nodes created in total by Karpenter. Labeled by owning nodepool. (Karpenter 0.36 name.)",
+            self.nodes_created_v1beta1.clone(),
+        );
+        r.register(
+            "nodes_terminated",
+            "Number of nodes terminated in total by Karpenter. Labeled by owning nodepool. (Karpenter 0.36 name.)",
+            self.nodes_terminated_v1beta1.clone(),
+        );
+        r.register(
+            "nodepool_limit",
+            "The nodepool limits are the limits specified on the nodepool that restrict the quantity of resources provisioned. Labeled by nodepool name and resource type. (Karpenter 0.36 name.)",
+            self.nodepools_limit.clone(),
+        );
+        r.register(
+            "nodepool_usage",
+            "The nodepool usage is the amount of resources that have been provisioned by a particular nodepool. Labeled by nodepool name and resource type. (Karpenter 0.36 name.)",
+            self.nodepools_usage.clone(),
+        );
+        self.disruption.register_v1beta1(r);
+        self.interruption.register_v1beta1(r);
+    }
+
+    /// The text exposition (format 0.0.4) of every metric, the summaries' quantiles as of now.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
+        self.encode_at(Instant::now())
+    }
+
+    /// [`Metrics::encode`] with the summaries' window ending at `now`.
+    pub fn encode_at(&self, now: Instant) -> String {
+        let mut openmetrics = String::new();
         // Writing into a String cannot fail; an error here would be a bug in the encoder, and
         // an empty scrape is better than a crashed controller.
-        if let Err(e) = text::encode(&mut out, &self.registry) {
+        if let Err(e) = text::encode(&mut openmetrics, &self.registry) {
             tracing::error!(error = %e, "encoding metrics");
         }
+        let mut out = exposition::from_openmetrics(&openmetrics);
+        for name in [
+            "karpenter_pods_startup_duration_seconds",
+            "karpenter_pods_startup_time_seconds",
+        ] {
+            self.pods_startup_duration.encode(
+                name,
+                "The time from pod creation until the pod is running.",
+                now,
+                &mut out,
+            );
+        }
+        self.termination.encode_summaries(now, &mut out);
         out
     }
 
@@ -392,12 +463,14 @@ impl Metrics {
     pub fn nodeclaim_created(&self, nodepool: &str, reason: &str) {
         let l = labels(["reason", "nodepool"], [reason, nodepool]);
         self.nodeclaims_created.get_or_create(&l).inc();
+        self.nodeclaims_created_v1beta1.get_or_create(&l).inc();
     }
 
     /// `karpenter_nodeclaims_terminated_total{nodepool}` += 1.
     pub fn nodeclaim_terminated(&self, nodepool: &str) {
         let l = labels(["nodepool"], [nodepool]);
         self.nodeclaims_terminated.get_or_create(&l).inc();
+        self.nodeclaims_terminated_v1beta1.get_or_create(&l).inc();
     }
 
     /// `karpenter_nodeclaims_disrupted_total{reason,nodepool,capacity_type}` += 1.
@@ -413,12 +486,14 @@ impl Metrics {
     pub fn node_created(&self, nodepool: &str) {
         let l = labels(["nodepool"], [nodepool]);
         self.nodes_created.get_or_create(&l).inc();
+        self.nodes_created_v1beta1.get_or_create(&l).inc();
     }
 
     /// `karpenter_nodes_terminated_total{nodepool}` += 1.
     pub fn node_terminated(&self, nodepool: &str) {
         let l = labels(["nodepool"], [nodepool]);
         self.nodes_terminated.get_or_create(&l).inc();
+        self.nodes_terminated_v1beta1.get_or_create(&l).inc();
     }
 
     /// Sets `karpenter_nodes_allocatable` of one resource (`cpu` in cores, `memory` in bytes,
@@ -517,10 +592,10 @@ impl Metrics {
         self.pods_state.remove(&pod.labels());
     }
 
-    /// Observes `karpenter_pods_startup_duration_seconds` (creation to running). Karpenter
-    /// uses a summary; prometheus-client has none, so this is a histogram of the same name.
+    /// Observes the summary `karpenter_pods_startup_duration_seconds` (creation to ready).
     pub fn observe_pod_startup(&self, took: Duration) {
-        self.pods_startup_duration.observe(took.as_secs_f64());
+        self.pods_startup_duration
+            .observe([], took.as_secs_f64(), Instant::now());
     }
 
     /// Observes `karpenter_cloudprovider_duration_seconds{controller,method,provider}`.
@@ -594,3 +669,5 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_exposition;

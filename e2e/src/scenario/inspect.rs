@@ -191,7 +191,7 @@ pub async fn fleet_price(ctx: &Ctx, pool: &str) -> (f64, Vec<String>) {
 }
 
 /// The sum of the samples of metric `name` whose labels contain every one of `labels`
-/// (`key="value"` strings), in an OpenMetrics text exposition.
+/// (`key="value"` strings), in a text exposition.
 pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))

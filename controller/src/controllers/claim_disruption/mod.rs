@@ -30,6 +30,7 @@ use crate::controllers::conditions::{guarded_status_patch, is_conflict};
 use crate::controllers::hash::Stamp;
 use crate::model::ClusterState;
 use crate::model::objects::{PoolView, read_node_class};
+use crate::runtime::metrics::Metrics;
 
 mod decide;
 pub mod pod_events;
@@ -53,6 +54,8 @@ pub struct ClaimDisruptionContext {
     pub drift_gate: bool,
     /// `settings.drift_recheck_interval`: how often drift is evaluated without a change.
     pub drift_recheck: Duration,
+    /// The reconcile metrics.
+    pub metrics: Arc<Metrics>,
     /// Per-claim retry delays after failed reconciles.
     pub backoff: Backoff,
 }
@@ -64,6 +67,9 @@ pub enum ClaimDisruptionError {
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube_client::Error),
 }
+
+/// The `controller` label of this controller's reconcile metrics (Karpenter's name).
+const CONTROLLER: &str = "nodeclaim.disruption";
 
 /// Runs until the process ends: each claim on its changes, every claim on a NodePool or
 /// EC2NodeClass change and at every resync tick.
@@ -77,7 +83,17 @@ pub async fn run(ctx: Arc<ClaimDisruptionContext>) {
     Controller::for_shared_stream(ctx.state.node_claims.changes(), store)
         .reconcile_all_on(trigger)
         .with_config(kube_client::runtime::controller::Config::default().concurrency(16))
-        .run(reconcile, error_policy, ctx)
+        .run(
+            |claim, ctx| async move {
+                let metrics = ctx.metrics.clone();
+                metrics
+                    .reconcile
+                    .measure(CONTROLLER, reconcile(claim, ctx))
+                    .await
+            },
+            error_policy,
+            ctx,
+        )
         .for_each(|_| async {})
         .await;
 }
@@ -93,6 +109,7 @@ fn error_policy(
         // A guarded patch lost a race; the watch brings the newer claim.
         return Action::requeue(Duration::from_secs(1));
     }
+    ctx.metrics.reconcile.error(CONTROLLER);
     let wait = ctx.backoff.failed(name);
     tracing::warn!(nodeclaim = %name, error = %err, retry_in_ms = wait.as_millis() as u64, "claim disruption status failed");
     Action::requeue(wait)

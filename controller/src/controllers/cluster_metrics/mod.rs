@@ -10,6 +10,7 @@ use crate::model::ClusterState;
 use crate::runtime::metrics::{Metrics, NodeGauge};
 
 pub mod decide;
+pub mod startup;
 
 pub use decide::{ClusterSeries, series};
 
@@ -90,22 +91,39 @@ impl Publisher {
     }
 }
 
+/// The `controller` label of this controller's reconcile metrics.
+const CONTROLLER: &str = "metrics.cluster";
+
 /// Runs until the process ends.
 pub async fn run(state: ClusterState, metrics: Arc<Metrics>) {
+    let watching_since = k8s_openapi::jiff::Timestamp::now();
     state.wait_synced().await;
     let publisher = Publisher::default();
+    let mut observed = std::collections::BTreeSet::new();
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let (pools, _) = state.pools();
-        let now = series(
-            &state.nodes.state(),
-            &state.pods.state(),
-            &state.node_claims.state(),
-            &pools,
-        );
-        publisher.publish(&metrics, now);
+        let pass = async {
+            let (pools, _) = state.pools();
+            let pods = state.pods.state();
+            let now = series(
+                &state.nodes.state(),
+                &pods,
+                &state.node_claims.state(),
+                &pools,
+            );
+            publisher.publish(&metrics, now);
+            let (fresh, keep) = startup::new_startups(&pods, &observed, watching_since);
+            for (_, took) in fresh {
+                metrics.observe_pod_startup(took);
+            }
+            observed = keep;
+        };
+        metrics
+            .reconcile
+            .measure_pass(CONTROLLER, pass, |_| true)
+            .await;
     }
 }
 

@@ -61,7 +61,11 @@ impl Memo {
 pub(super) async fn plan_loop(ctx: Arc<DisruptionContext>) {
     let mut memo = Memo::default();
     loop {
-        let started = pass(&ctx, &mut memo).await;
+        let started = ctx
+            .metrics
+            .reconcile
+            .measure_pass("disruption", pass(&ctx, &mut memo), |_| true)
+            .await;
         if !started {
             tokio::time::sleep(ctx.settings.poll_interval).await;
         }

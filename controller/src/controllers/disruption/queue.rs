@@ -139,6 +139,12 @@ async fn advance(
                                 cmd.reason_label(),
                                 d.capacity_type.as_deref().unwrap_or(""),
                             );
+                            ctx.metrics.disruption.node_disrupted(
+                                &d.node_pool,
+                                cmd.action.as_str(),
+                                cmd.reason_label(),
+                                cmd.method.consolidation_type(),
+                            );
                         }
                     }
                     Err(kube_client::Error::Api(s)) if s.code == 404 => {}

@@ -46,12 +46,25 @@ pub enum ExpirationError {
     Kube(#[from] kube_client::Error),
 }
 
+/// The `controller` label of this controller's reconcile metrics (Karpenter's name).
+const CONTROLLER: &str = "nodeclaim.expiration";
+
 /// Runs until the process ends.
 pub async fn run(ctx: Arc<ExpirationContext>) {
     let store = ctx.state.node_claims.store.clone();
     Controller::for_shared_stream(ctx.state.node_claims.changes(), store)
         .reconcile_all_on(crate::controllers::resync_ticks())
-        .run(reconcile, error_policy, ctx)
+        .run(
+            |claim, ctx| async move {
+                let metrics = ctx.metrics.clone();
+                metrics
+                    .reconcile
+                    .measure(CONTROLLER, reconcile(claim, ctx))
+                    .await
+            },
+            error_policy,
+            ctx,
+        )
         .for_each(|_| async {})
         .await;
 }
@@ -62,6 +75,7 @@ fn error_policy(
     ctx: Arc<ExpirationContext>,
 ) -> Action {
     let name = claim.metadata.name.as_deref().unwrap_or("");
+    ctx.metrics.reconcile.error(CONTROLLER);
     let wait = ctx.backoff.failed(name);
     tracing::warn!(nodeclaim = %name, error = %err, retry_in_ms = wait.as_millis() as u64, "expiring nodeclaim failed");
     Action::requeue(wait)

@@ -199,7 +199,17 @@ async fn poll_once(ctx: &InterruptionContext, queue: &mut QueueState) -> Result<
         return Ok(());
     }
     let index = InstanceIndex::new(&ctx.state.node_claims.state(), &ctx.state.nodes.state());
-    let outcome = apply::handle_batch(&ctx.handler, &url, &messages, &index).await;
+    // One received batch is one reconcile (the long poll that waited for it is not timed).
+    let outcome = ctx
+        .handler
+        .metrics
+        .reconcile
+        .measure_pass(
+            "interruption",
+            apply::handle_batch(&ctx.handler, &url, &messages, &index),
+            |o| o.kept == 0,
+        )
+        .await;
     tracing::debug!(
         received = messages.len(),
         deleted = outcome.deleted,

@@ -85,6 +85,9 @@ impl LifecycleError {
     }
 }
 
+/// The `controller` label of this controller's reconcile metrics (Karpenter's name).
+const CONTROLLER: &str = "nodeclaim.lifecycle";
+
 /// Runs the NodeClaim controller until the process ends (the caller treats a return as a
 /// failure). Claims come from the shared model; Node changes trigger the claim with the same
 /// provider id.
@@ -99,7 +102,17 @@ pub async fn run(ctx: Arc<LifecycleContext>) {
         })
         .reconcile_all_on(crate::controllers::resync_ticks())
         .with_config(kube_client::runtime::controller::Config::default().concurrency(64))
-        .run(reconcile, error_policy, ctx)
+        .run(
+            |claim, ctx| async move {
+                let metrics = ctx.metrics.clone();
+                metrics
+                    .reconcile
+                    .measure(CONTROLLER, reconcile(claim, ctx))
+                    .await
+            },
+            error_policy,
+            ctx,
+        )
         .for_each(|_| async {})
         .await;
 }
@@ -111,9 +124,7 @@ fn error_policy(claim: Arc<NodeClaim>, err: &LifecycleError, ctx: Arc<LifecycleC
         tracing::debug!(nodeclaim = %name, error = %err, "conflict; retrying");
         return Action::requeue(Duration::from_secs(1));
     }
-    ctx.metrics
-        .termination
-        .reconcile_error("nodeclaim.lifecycle");
+    ctx.metrics.reconcile.error(CONTROLLER);
     let wait = ctx.backoff.failed(name);
     tracing::warn!(nodeclaim = %name, error = %err, retry_in_ms = wait.as_millis() as u64, "reconcile failed");
     Action::requeue(wait)

@@ -94,7 +94,11 @@ impl Provisioner {
         loop {
             self.wait_for_batch().await;
             let started = Instant::now();
-            let outcome = self.provision_once().await;
+            let outcome = self
+                .metrics
+                .reconcile
+                .measure_pass(CONTROLLER, self.provision_once(), |o| o.failed.is_empty())
+                .await;
             if outcome.pending_pods > 0 {
                 tracing::info!(
                     pending = outcome.pending_pods,

@@ -106,6 +106,10 @@ impl TerminationError {
     }
 }
 
+/// The `controller` labels of the two loops' reconcile metrics (Karpenter's names).
+const NODE_CONTROLLER: &str = "node.termination";
+const CLAIM_CONTROLLER: &str = "nodeclaim.termination";
+
 /// Runs the Node and NodeClaim termination loops until the process ends (the caller treats a
 /// return as a failure).
 pub async fn run(ctx: Arc<TerminationContext>) {
@@ -113,7 +117,15 @@ pub async fn run(ctx: Arc<TerminationContext>) {
         Controller::for_shared_stream(ctx.state.nodes.changes(), ctx.state.nodes.store.clone())
             .reconcile_all_on(crate::controllers::resync_ticks())
             .with_config(kube_client::runtime::controller::Config::default().concurrency(64))
-            .run(reconcile_node, node_error_policy, ctx.clone())
+            .run(
+                |node, ctx| async move {
+                    let metrics = ctx.metrics.clone();
+                    let reconcile = reconcile_node(node, ctx);
+                    metrics.reconcile.measure(NODE_CONTROLLER, reconcile).await
+                },
+                node_error_policy,
+                ctx.clone(),
+            )
             .for_each(|_| async {});
     let claims_store = ctx.state.node_claims.store.clone();
     let claims = Controller::for_shared_stream(
@@ -129,7 +141,15 @@ pub async fn run(ctx: Arc<TerminationContext>) {
     })
     .reconcile_all_on(crate::controllers::resync_ticks())
     .with_config(kube_client::runtime::controller::Config::default().concurrency(64))
-    .run(reconcile_claim, claim_error_policy, ctx.clone())
+    .run(
+        |claim, ctx| async move {
+            let metrics = ctx.metrics.clone();
+            let reconcile = reconcile_claim(claim, ctx);
+            metrics.reconcile.measure(CLAIM_CONTROLLER, reconcile).await
+        },
+        claim_error_policy,
+        ctx.clone(),
+    )
     .for_each(|_| async {});
     futures::future::join(nodes, claims).await;
 }
@@ -168,7 +188,7 @@ fn node_error_policy(
         tracing::debug!(node = %name, error = %err, "conflict; retrying");
         return Action::requeue(Duration::from_secs(1));
     }
-    ctx.metrics.termination.reconcile_error("node.termination");
+    ctx.metrics.reconcile.error(NODE_CONTROLLER);
     let wait = ctx.backoff.failed(&format!("node/{name}"));
     tracing::warn!(node = %name, error = %err, retry_in_ms = wait.as_millis() as u64, "node termination failed");
     Action::requeue(wait)
@@ -184,9 +204,7 @@ fn claim_error_policy(
         tracing::debug!(nodeclaim = %name, error = %err, "conflict; retrying");
         return Action::requeue(Duration::from_secs(1));
     }
-    ctx.metrics
-        .termination
-        .reconcile_error("nodeclaim.termination");
+    ctx.metrics.reconcile.error(CLAIM_CONTROLLER);
     let wait = ctx.backoff.failed(&format!("nodeclaim/{name}"));
     tracing::warn!(nodeclaim = %name, error = %err, retry_in_ms = wait.as_millis() as u64, "nodeclaim termination failed");
     Action::requeue(wait)

@@ -7,6 +7,7 @@ use std::time::Duration;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
+use super::v1beta1::{eligible_consolidation_type, method_of};
 use super::{CounterVec, GaugeVec, HistogramVec, duration_histogram, labels};
 
 /// The disruption controller's metrics.
@@ -18,6 +19,9 @@ pub struct DisruptionMetrics {
     queue_failures: CounterVec<3>,
     failed_validations: CounterVec<1>,
     allowed_disruptions: GaugeVec<2>,
+    eligible_nodes_v1beta1: GaugeVec<2>,
+    actions_performed_v1beta1: CounterVec<3>,
+    nodes_disrupted_v1beta1: CounterVec<4>,
 }
 
 impl DisruptionMetrics {
@@ -31,6 +35,9 @@ impl DisruptionMetrics {
             queue_failures: Family::default(),
             failed_validations: Family::default(),
             allowed_disruptions: Family::default(),
+            eligible_nodes_v1beta1: Family::default(),
+            actions_performed_v1beta1: Family::default(),
+            nodes_disrupted_v1beta1: Family::default(),
         };
         // Karpenter pre-creates both consolidation types at 0.
         for t in ["single", "multi"] {
@@ -77,21 +84,71 @@ impl DisruptionMetrics {
         m
     }
 
+    /// Karpenter 0.36's disruption families (`karpenter_disruption_*`, see [`super::v1beta1`]).
+    pub(super) fn register_v1beta1(&self, r: &mut Registry) {
+        r.register(
+            "disruption_eligible_nodes",
+            "Number of nodes eligible for disruption by Karpenter. Labeled by disruption method and consolidation type. (Karpenter 0.36 name.)",
+            self.eligible_nodes_v1beta1.clone(),
+        );
+        r.register(
+            "disruption_actions_performed",
+            "Number of disruption actions performed. Labeled by disruption action, method, and consolidation type. (Karpenter 0.36 name.)",
+            self.actions_performed_v1beta1.clone(),
+        );
+        r.register(
+            "disruption_nodes_disrupted",
+            "Total number of nodes disrupted. Labeled by NodePool, disruption action, method, and consolidation type. (Karpenter 0.36 name.)",
+            self.nodes_disrupted_v1beta1.clone(),
+        );
+    }
+
     /// `karpenter_voluntary_disruption_eligible_nodes{reason}` = `count` (reason lowercase:
-    /// `drifted`, `empty`, `underutilized`).
+    /// `drifted`, `empty`, `underutilized`), and its 0.36 twin
+    /// `karpenter_disruption_eligible_nodes{method,consolidation_type}`.
     pub fn set_eligible_nodes(&self, reason: &str, count: usize) {
         self.eligible_nodes
             .get_or_create(&labels(["reason"], [reason]))
             .set(count as f64);
+        let l = labels(
+            ["method", "consolidation_type"],
+            [method_of(reason), eligible_consolidation_type(reason)],
+        );
+        self.eligible_nodes_v1beta1
+            .get_or_create(&l)
+            .set(count as f64);
     }
 
-    /// `karpenter_voluntary_disruption_decisions_total{decision,reason,consolidation_type}` += 1.
+    /// `karpenter_voluntary_disruption_decisions_total{decision,reason,consolidation_type}` += 1,
+    /// and its 0.36 twin `karpenter_disruption_actions_performed_total{action,method,consolidation_type}`.
     pub fn decision(&self, decision: &str, reason: &str, consolidation_type: &str) {
         let l = labels(
             ["decision", "reason", "consolidation_type"],
             [decision, reason, consolidation_type],
         );
         self.decisions.get_or_create(&l).inc();
+        let l = labels(
+            ["action", "method", "consolidation_type"],
+            [decision, method_of(reason), consolidation_type],
+        );
+        self.actions_performed_v1beta1.get_or_create(&l).inc();
+    }
+
+    /// 0.36's `karpenter_disruption_nodes_disrupted_total{nodepool,action,method,consolidation_type}`
+    /// += 1 for a node a voluntary disruption command deleted (v1 counts it in
+    /// `karpenter_nodeclaims_disrupted_total`, whose labels differ).
+    pub fn node_disrupted(
+        &self,
+        nodepool: &str,
+        decision: &str,
+        reason: &str,
+        consolidation_type: &str,
+    ) {
+        let l = labels(
+            ["nodepool", "action", "method", "consolidation_type"],
+            [nodepool, decision, method_of(reason), consolidation_type],
+        );
+        self.nodes_disrupted_v1beta1.get_or_create(&l).inc();
     }
 
     /// `karpenter_voluntary_disruption_decision_evaluation_duration_seconds{reason,consolidation_type}`.

@@ -12,6 +12,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
+use super::v1beta1::{BareCounter, BareCounterVec};
 use super::{CounterVec, duration_histogram, labels};
 
 /// The interruption controller's metrics.
@@ -21,6 +22,8 @@ pub struct InterruptionMetrics {
     queue_duration: Histogram,
     queue_available: Gauge<f64, AtomicU64>,
     queue_errors: CounterVec<2>,
+    received_v1beta1: BareCounterVec<1>,
+    deleted_v1beta1: BareCounter,
 }
 
 impl InterruptionMetrics {
@@ -32,6 +35,8 @@ impl InterruptionMetrics {
             queue_duration: duration_histogram(),
             queue_available: Gauge::default(),
             queue_errors: Family::default(),
+            received_v1beta1: Family::default(),
+            deleted_v1beta1: BareCounter::default(),
         };
         r.register(
             "interruption_received_messages",
@@ -61,16 +66,32 @@ impl InterruptionMetrics {
         m
     }
 
+    /// Karpenter 0.36's names of the message counters (without `_total`).
+    pub(super) fn register_v1beta1(&self, r: &mut Registry) {
+        r.register(
+            "interruption_received_messages",
+            "Count of messages received from the SQS queue. Broken down by message type. (Karpenter 0.36 name.)",
+            self.received_v1beta1.clone(),
+        );
+        r.register(
+            "interruption_deleted_messages",
+            "Count of messages deleted from the SQS queue. (Karpenter 0.36 name.)",
+            self.deleted_v1beta1.clone(),
+        );
+    }
+
     /// `karpenter_interruption_received_messages_total{message_type}` += 1 (e.g.
     /// `spot_interrupted`, `scheduled_change`, `no_op`).
     pub fn received(&self, message_type: &str) {
         let l = labels(["message_type"], [message_type]);
         self.received.get_or_create(&l).inc();
+        self.received_v1beta1.get_or_create(&l).inc();
     }
 
     /// `karpenter_interruption_deleted_messages_total` += `count`.
     pub fn deleted(&self, count: u64) {
         self.deleted.inc_by(count);
+        self.deleted_v1beta1.inc_by(count);
     }
 
     /// `karpenter_interruption_message_queue_duration_seconds`: from the event's time to its

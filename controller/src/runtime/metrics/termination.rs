@@ -1,47 +1,41 @@
 //! Termination and runtime-health metrics, under Karpenter v1's names where Karpenter has them.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
+use super::summary::SummaryVec;
 use super::{CounterVec, HistogramVec, duration_histogram, labels};
 
 /// The termination controller's metrics and the controller's own health counters.
 pub struct TerminationMetrics {
     nodes_drained: CounterVec<1>,
-    nodes_termination_duration: HistogramVec<1>,
+    nodes_termination_duration: SummaryVec<1>,
     nodes_lifetime: HistogramVec<1>,
     nodeclaims_termination_duration: HistogramVec<1>,
     instance_termination_duration: HistogramVec<1>,
     eviction_requests: CounterVec<1>,
     watch_errors: CounterVec<1>,
-    reconcile_errors: CounterVec<1>,
 }
 
 impl TerminationMetrics {
-    /// The metrics, registered in `r` (whose prefix is `karpenter`); the controller-runtime
-    /// family goes to the root registry through [`TerminationMetrics::register_root`].
+    /// The metrics, registered in `r` (whose prefix is `karpenter`); the termination summary
+    /// is written by [`TerminationMetrics::encode_summaries`].
     pub(super) fn register(r: &mut Registry) -> TerminationMetrics {
         let m = TerminationMetrics {
             nodes_drained: Family::default(),
-            nodes_termination_duration: Family::new_with_constructor(duration_histogram),
+            nodes_termination_duration: SummaryVec::new(["nodepool"]),
             nodes_lifetime: Family::new_with_constructor(lifetime_histogram),
             nodeclaims_termination_duration: Family::new_with_constructor(duration_histogram),
             instance_termination_duration: Family::new_with_constructor(duration_histogram),
             eviction_requests: Family::default(),
             watch_errors: Family::default(),
-            reconcile_errors: Family::default(),
         };
         r.register(
             "nodes_drained",
             "The total number of nodes drained by Karpenter",
             m.nodes_drained.clone(),
-        );
-        r.register(
-            "nodes_termination_duration_seconds",
-            "The time taken between a node's deletion request and the removal of its finalizer",
-            m.nodes_termination_duration.clone(),
         );
         r.register(
             "nodes_lifetime_duration_seconds",
@@ -71,13 +65,20 @@ impl TerminationMetrics {
         m
     }
 
-    /// Registers the unprefixed families (controller-runtime's names, as Karpenter exports).
-    pub(super) fn register_root(&self, root: &mut Registry) {
-        root.register(
-            "controller_runtime_reconcile_errors",
-            "Total number of reconciliation errors per controller",
-            self.reconcile_errors.clone(),
-        );
+    /// Writes the summary `karpenter_nodes_termination_duration_seconds{nodepool}` and its
+    /// 0.36 name `karpenter_nodes_termination_time_seconds`.
+    pub(super) fn encode_summaries(&self, now: Instant, out: &mut String) {
+        for name in [
+            "karpenter_nodes_termination_duration_seconds",
+            "karpenter_nodes_termination_time_seconds",
+        ] {
+            self.nodes_termination_duration.encode(
+                name,
+                "The time taken between a node's deletion request and the removal of its finalizer",
+                now,
+                out,
+            );
+        }
     }
 
     /// `karpenter_nodes_drained_total{nodepool}` += 1.
@@ -90,10 +91,9 @@ impl TerminationMetrics {
     /// A node's termination finished: its duration (deletion → finalizer removed) and the
     /// node's lifetime.
     pub fn node_termination_finished(&self, nodepool: &str, took: Duration, lifetime: Duration) {
-        let l = labels(["nodepool"], [nodepool]);
         self.nodes_termination_duration
-            .get_or_create(&l)
-            .observe(took.as_secs_f64());
+            .observe([nodepool], took.as_secs_f64(), Instant::now());
+        let l = labels(["nodepool"], [nodepool]);
         self.nodes_lifetime
             .get_or_create(&l)
             .observe(lifetime.as_secs_f64());
@@ -124,13 +124,6 @@ impl TerminationMetrics {
     pub fn watch_error(&self, kind: &str) {
         self.watch_errors
             .get_or_create(&labels(["kind"], [kind]))
-            .inc();
-    }
-
-    /// `controller_runtime_reconcile_errors_total{controller}` += 1.
-    pub fn reconcile_error(&self, controller: &str) {
-        self.reconcile_errors
-            .get_or_create(&labels(["controller"], [controller]))
             .inc();
     }
 }

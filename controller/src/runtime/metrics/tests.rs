@@ -94,9 +94,29 @@ fn counters_are_exported_under_karpenters_names() {
         Some(1.0),
         "{text}"
     );
-    // No doubled suffix, and the exposition is complete.
+    // Karpenter 0.36's names, without `_total`, beside them.
+    assert_eq!(
+        v("karpenter_nodes_created{nodepool=\"default\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        v("karpenter_nodes_terminated{nodepool=\"default\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        v("karpenter_nodeclaims_created{reason=\"provisioned\",nodepool=\"default\"}"),
+        Some(2.0)
+    );
+    assert_eq!(
+        v("karpenter_interruption_received_messages{message_type=\"spot_interrupted\"}"),
+        Some(1.0)
+    );
+    assert_eq!(v("karpenter_interruption_deleted_messages"), Some(1.0));
+    // No doubled suffix; the text format names a counter family as its samples.
     assert!(!text.contains("_total_total"), "{text}");
-    assert!(text.ends_with("# EOF\n"), "{text}");
+    assert!(text.contains("# TYPE karpenter_nodes_created_total counter\n"));
+    assert!(text.contains("# TYPE karpenter_nodes_created counter\n"));
+    assert!(!text.contains("# EOF"), "{text}");
 }
 
 #[test]
@@ -201,10 +221,15 @@ fn histograms_count_observations_in_buckets() {
         Some(1.0),
         "{text}"
     );
-    assert_eq!(
-        v("karpenter_pods_startup_duration_seconds_count"),
-        Some(1.0)
-    );
+    // Pod startup is a summary, under its v1 and 0.36 names.
+    for name in [
+        "karpenter_pods_startup_duration_seconds",
+        "karpenter_pods_startup_time_seconds",
+    ] {
+        assert_eq!(v(&format!("{name}_count")), Some(1.0), "{text}");
+        assert_eq!(v(&format!("{name}{{quantile=\"0.5\"}}")), Some(45.0));
+        assert!(text.contains(&format!("# TYPE {name} summary\n")));
+    }
 }
 
 fn claim() -> NodeClaimRequest {
