@@ -78,6 +78,9 @@ pub enum RunError {
 /// Runs the controller until SIGTERM/SIGINT, lost leadership, or the end of a task that must
 /// not end (then `/healthz` turns unhealthy and the error names the task).
 pub async fn run(settings: Settings) -> Result<(), RunError> {
+    for gate in &settings.feature_gates.ignored {
+        tracing::warn!(gate = %gate, "ignoring a feature gate this version does not know");
+    }
     // kube links rustls with ring, the AWS SDK with aws-lc-rs: one must be chosen explicitly.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = Config::infer()

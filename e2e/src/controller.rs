@@ -85,7 +85,8 @@ pub async fn install_crds(kube: &Client) {
     }
 }
 
-fn free_port() -> u16 {
+/// A TCP port free on loopback right now.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -6,10 +6,12 @@
 
 pub mod contract;
 pub mod controller;
+pub mod dashboards;
 pub mod env;
 pub mod fault_proxy;
 pub mod harness;
 pub mod node_sim;
+pub mod prometheus;
 pub mod scenario;
 
 /// Makes ring rustls's process-wide crypto provider. This crate links rustls with both ring

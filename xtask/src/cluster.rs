@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 mod build;
+pub use build::ensure_prometheus;
 mod certs;
 mod kind;
 mod process;

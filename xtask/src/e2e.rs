@@ -80,6 +80,7 @@ pub fn run_suite(args: &E2eArgs) -> anyhow::Result<(u64, u64)> {
         state_dir: state_dir.clone(),
         keep: args.keep,
     };
+    cluster::ensure_prometheus()?;
     // Build the test binaries and the controller they start first: the bed should not idle
     // through a long compile.
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

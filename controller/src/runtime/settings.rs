@@ -160,8 +160,10 @@ pub enum LogLevel {
 }
 
 /// Karpenter's feature gates, typed. Defaults follow Karpenter: Drift on (0.33+, always on in
-/// v1), the rest off.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// v1), the rest off. Gates this binary does not know (newer Karpenter charts render
+/// `ReservedCapacity`, `NodeOverlay`, …) are kept in [`FeatureGates::ignored`] and warned about
+/// at startup, not fatal, so a values file written for a newer chart still starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FeatureGates {
     /// Replace nodes whose NodePool/NodeClass no longer matches them.
     pub drift: bool,
@@ -169,6 +171,8 @@ pub struct FeatureGates {
     pub spot_to_spot_consolidation: bool,
     /// Replace nodes that report unhealthy conditions for too long (Karpenter v1.1+).
     pub node_repair: bool,
+    /// `Name=value` pairs naming gates this binary does not know; they have no effect.
+    pub ignored: Vec<String>,
 }
 
 impl Default for FeatureGates {
@@ -177,6 +181,7 @@ impl Default for FeatureGates {
             drift: true,
             spot_to_spot_consolidation: false,
             node_repair: false,
+            ignored: Vec::new(),
         }
     }
 }
@@ -198,7 +203,9 @@ impl FeatureGates {
 impl FromStr for FeatureGates {
     type Err = String;
 
-    /// Parses `Name=bool,…` over the defaults; an empty string means all defaults.
+    /// Parses `Name=bool,…` over the defaults; an empty string means all defaults. Unknown
+    /// names go to [`FeatureGates::ignored`]; a known gate with a value that is not a boolean
+    /// is an error.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut gates = Self::default();
         for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -206,16 +213,13 @@ impl FromStr for FeatureGates {
                 format!("feature gate {pair:?} is not of the form Name=true|false")
             })?;
             let (name, value) = (name.trim(), value.trim());
-            let enabled = parse_bool(value).map_err(|_| {
+            let Some(slot) = gates.gate_mut(name) else {
+                gates.ignored.push(format!("{name}={value}"));
+                continue;
+            };
+            *slot = parse_bool(value).map_err(|_| {
                 format!("feature gate {name:?} has invalid value {value:?}, want true or false")
             })?;
-            let slot = gates.gate_mut(name).ok_or_else(|| {
-                format!(
-                    "unknown feature gate {name:?} (known: {})",
-                    Self::NAMES.join(", ")
-                )
-            })?;
-            *slot = enabled;
         }
         Ok(gates)
     }
@@ -475,7 +479,8 @@ mod tests {
             FeatureGates {
                 drift: false,
                 spot_to_spot_consolidation: true,
-                node_repair: false
+                node_repair: false,
+                ignored: Vec::new(),
             }
         );
         assert_eq!(s.log_level, LogLevel::Debug);
@@ -540,7 +545,7 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_setting() {
-        let cases: [(&str, &str, &str); 14] = [
+        let cases: [(&str, &str, &str); 13] = [
             ("MIN_CONSOLIDATION_SAVINGS", "-1", "non-negative"),
             ("MULTI_NODE_CONSOLIDATION_CANDIDATES", "1", "at least 2"),
             (
@@ -551,11 +556,6 @@ mod tests {
             ("CONSOLIDATION_VALIDATION_WAIT", "0s", "greater than zero"),
             ("BATCH_IDLE_DURATION", "1 second", "--batch-idle-duration"),
             ("BATCH_MAX_DURATION", "0s", "greater than zero"),
-            (
-                "FEATURE_GATES",
-                "Dirft=true",
-                "unknown feature gate \"Dirft\"",
-            ),
             ("FEATURE_GATES", "Drift=yes", "\"Drift\" has invalid value"),
             ("LOG_LEVEL", "verbose", "--log-level"),
             ("METRICS_PORT", "70000", "METRICS_PORT"),
@@ -584,5 +584,23 @@ mod tests {
         assert_eq!(all_on.to_string().parse::<FeatureGates>(), Ok(all_on));
         assert_eq!("".parse::<FeatureGates>(), Ok(FeatureGates::default()));
         assert!("Drift".parse::<FeatureGates>().is_err());
+    }
+
+    #[test]
+    fn unknown_feature_gates_are_kept_aside_not_fatal() {
+        // What the current upstream chart renders.
+        let gates: FeatureGates =
+            "ReservedCapacity=true,SpotToSpotConsolidation=true,NodeRepair=false,NodeOverlay=false"
+                .parse()
+                .unwrap();
+        assert!(gates.spot_to_spot_consolidation && gates.drift && !gates.node_repair);
+        assert_eq!(
+            gates.ignored,
+            ["ReservedCapacity=true", "NodeOverlay=false"]
+        );
+        assert_eq!(
+            gates.to_string(),
+            "Drift=true,SpotToSpotConsolidation=true,NodeRepair=false"
+        );
     }
 }

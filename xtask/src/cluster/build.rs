@@ -134,6 +134,18 @@ fn require_root(what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Makes sure `prometheus` is on PATH (the dashboards e2e test runs one), installing Debian's
+/// package when it is not.
+pub fn ensure_prometheus() -> anyhow::Result<()> {
+    if which("prometheus").is_none() {
+        ensure_packages(
+            &["prometheus"],
+            "the dashboards e2e test scrapes the controller with it",
+        )?;
+    }
+    Ok(())
+}
+
 /// Installs the Debian packages that are missing, announcing it.
 pub fn ensure_packages(packages: &[&str], why: &str) -> anyhow::Result<()> {
     let missing: Vec<&str> = packages
