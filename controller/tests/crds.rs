@@ -1,5 +1,6 @@
-//! The checked-in `crds/` files are exactly what the Rust types generate, and they are CRDs a
-//! Kubernetes 1.20 API server accepts (structural schemas, no CEL).
+//! The checked-in `crds/` files (and the chart's copy in `charts/karpenter/crds/`) are exactly
+//! what the Rust types generate, and they are CRDs a Kubernetes 1.20 API server accepts
+//! (structural schemas, no CEL).
 
 use std::path::PathBuf;
 
@@ -9,11 +10,13 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 
 use karpenter::crds;
 
-fn crds_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+/// The two checked-in copies: the repository's and the Helm chart's.
+fn crds_dirs() -> [PathBuf; 2] {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("controller/ has a parent")
-        .join("crds")
+        .to_path_buf();
+    [root.join("crds"), root.join("charts/karpenter/crds")]
 }
 
 fn parse(file: &crds::CrdFile) -> CustomResourceDefinition {
@@ -25,20 +28,22 @@ fn parse(file: &crds::CrdFile) -> CustomResourceDefinition {
 fn checked_in_crds_are_up_to_date() {
     let generated = crds::generate();
     let mut stale = Vec::new();
-    for file in &generated {
-        let path = crds_dir().join(file.file_name);
-        match std::fs::read_to_string(&path) {
-            Ok(on_disk) if on_disk == file.yaml => {}
-            Ok(_) => stale.push(format!("{} differs", path.display())),
-            Err(e) => stale.push(format!("{} unreadable: {e}", path.display())),
+    for dir in crds_dirs() {
+        for file in &generated {
+            let path = dir.join(file.file_name);
+            match std::fs::read_to_string(&path) {
+                Ok(on_disk) if on_disk == file.yaml => {}
+                Ok(_) => stale.push(format!("{} differs", path.display())),
+                Err(e) => stale.push(format!("{} unreadable: {e}", path.display())),
+            }
         }
-    }
-    // A file nobody generates any more would linger in kubectl apply -f crds/.
-    let expected: Vec<&str> = generated.iter().map(|f| f.file_name).collect();
-    for entry in std::fs::read_dir(crds_dir()).expect("crds/ exists") {
-        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-        if !expected.contains(&name.as_str()) {
-            stale.push(format!("crds/{name} is not generated"));
+        // A file nobody generates any more would linger in kubectl apply -f crds/.
+        let expected: Vec<&str> = generated.iter().map(|f| f.file_name).collect();
+        for entry in std::fs::read_dir(&dir).expect("the CRD directory exists") {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            if !expected.contains(&name.as_str()) {
+                stale.push(format!("{}/{name} is not generated", dir.display()));
+            }
         }
     }
     assert!(

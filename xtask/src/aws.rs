@@ -181,6 +181,11 @@ fn health(info: &AwsInfo) -> Result<()> {
     probe(info, HEALTH_CALL).map(drop)
 }
 
+/// The moto venv's Python (created if missing): it has pip, which the Helm fetch uses.
+pub fn venv_python() -> Result<std::path::PathBuf> {
+    Ok(venv::ensure()?.python())
+}
+
 /// Starts moto seeded with an EKS-like account, or returns the healthy one already running for
 /// this state directory. Creates the venv on first use.
 pub fn up(opts: &UpOptions) -> Result<AwsInfo> {

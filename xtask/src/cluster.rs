@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 mod build;
-pub use build::ensure_prometheus;
+pub use build::{cache_root, ensure_prometheus};
 mod certs;
 mod kind;
 mod process;

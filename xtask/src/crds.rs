@@ -1,5 +1,6 @@
-//! `cargo xtask crds`: regenerates `crds/` (the CustomResourceDefinitions) with
-//! `karpenter crds`, or with `--check` fails when the checked-in files are stale.
+//! `cargo xtask crds`: regenerates `crds/` (the CustomResourceDefinitions) and the chart's copy
+//! `charts/karpenter/crds/` with `karpenter crds`, or with `--check` fails when either
+//! checked-in copy is stale.
 //!
 //! xtask runs the binary instead of linking the API crates, so it builds without them.
 
@@ -59,15 +60,21 @@ fn yaml_files(dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
     Ok(files)
 }
 
-/// Regenerates `crds/`, or checks it with `--check`.
+/// Where the CRDs are checked in: the repository's `crds/` and the chart's (Helm installs a
+/// chart's `crds/` on first install; it cannot point elsewhere).
+const OUTPUTS: [&str; 2] = ["crds", "charts/karpenter/crds"];
+
+/// Regenerates the CRDs, or checks them with `--check`.
 pub fn run(args: CrdsArgs) -> anyhow::Result<()> {
     let root = workspace_root();
-    let crds = root.join("crds");
     if !args.check {
-        eprintln!("==> karpenter crds --output-dir crds");
-        generate_into(&root, &crds)?;
-        for (name, _) in yaml_files(&crds)? {
-            println!("wrote crds/{name}");
+        for out in OUTPUTS {
+            eprintln!("==> karpenter crds --output-dir {out}");
+            let dir = root.join(out);
+            generate_into(&root, &dir)?;
+            for (name, _) in yaml_files(&dir)? {
+                println!("wrote {out}/{name}");
+            }
         }
         return Ok(());
     }
@@ -77,24 +84,29 @@ pub fn run(args: CrdsArgs) -> anyhow::Result<()> {
     }
     generate_into(&root, &scratch)?;
     let fresh = yaml_files(&scratch)?;
-    let checked_in = yaml_files(&crds)?;
-    let names: BTreeSet<&String> = fresh.iter().chain(&checked_in).map(|(n, _)| n).collect();
-    let stale: Vec<&String> = names
-        .into_iter()
-        .filter(|n| {
+    let mut stale = Vec::new();
+    for out in OUTPUTS {
+        let checked_in = yaml_files(&root.join(out))?;
+        let names: BTreeSet<&String> = fresh.iter().chain(&checked_in).map(|(n, _)| n).collect();
+        for n in names {
             let find = |files: &[(String, String)]| {
-                files.iter().find(|(m, _)| m == *n).map(|(_, t)| t.clone())
+                files.iter().find(|(m, _)| m == n).map(|(_, t)| t.clone())
             };
-            find(&fresh) != find(&checked_in)
-        })
-        .collect();
+            if find(&fresh) != find(&checked_in) {
+                stale.push(format!("{out}/{n}"));
+            }
+        }
+    }
     if !stale.is_empty() {
-        let list: Vec<String> = stale.iter().map(|n| format!("crds/{n}")).collect();
         bail!(
             "stale CRDs: {}; run `cargo xtask crds` and commit the result",
-            list.join(", ")
+            stale.join(", ")
         );
     }
-    println!("crds/ is up to date ({} files)", fresh.len());
+    println!(
+        "{} are up to date ({} files each)",
+        OUTPUTS.join(" and "),
+        fresh.len()
+    );
     Ok(())
 }

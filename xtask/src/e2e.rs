@@ -81,6 +81,7 @@ pub fn run_suite(args: &E2eArgs) -> anyhow::Result<(u64, u64)> {
         keep: args.keep,
     };
     cluster::ensure_prometheus()?;
+    let helm = crate::helm::ensure()?;
     // Build the test binaries and the controller they start first: the bed should not idle
     // through a long compile.
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -137,7 +138,8 @@ pub fn run_suite(args: &E2eArgs) -> anyhow::Result<(u64, u64)> {
     // Every test binary runs even when one fails, so the summary counts them all.
     cmd.args(["test", "--no-fail-fast", "-p", "karpenter-e2e"])
         .env(cluster::STATE_DIR_VAR, &state_dir)
-        .env("KARPENTER_E2E_BINARY", &binary);
+        .env("KARPENTER_E2E_BINARY", &binary)
+        .env("HELM", &helm);
     if !args.test_args.is_empty() {
         cmd.arg("--").args(&args.test_args);
     }

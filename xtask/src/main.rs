@@ -12,6 +12,7 @@ mod contract;
 mod crds;
 mod demo;
 mod e2e;
+mod helm;
 mod test;
 
 #[derive(Parser)]

@@ -159,6 +159,18 @@ pub enum LogLevel {
     Error,
 }
 
+impl Settings {
+    /// The environment variables `karpenter run` reads (every flag's `env`), e.g. for checking
+    /// that a deployment sets nothing the binary would ignore.
+    pub fn env_vars() -> Vec<String> {
+        let cmd = <Self as Args>::augment_args(clap::Command::new("run"));
+        cmd.get_arguments()
+            .filter_map(|a| a.get_env())
+            .map(|e| e.to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
 /// Karpenter's feature gates, typed. Defaults follow Karpenter: Drift on (0.33+, always on in
 /// v1), the rest off. Gates this binary does not know (newer Karpenter charts render
 /// `ReservedCapacity`, `NodeOverlay`, …) are kept in [`FeatureGates::ignored`] and warned about

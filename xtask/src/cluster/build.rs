@@ -45,7 +45,8 @@ pub struct Binaries {
     pub scheduler: PathBuf,
 }
 
-fn cache_root() -> PathBuf {
+/// `~/.cache/karpenter-rs`: everything built or downloaded for the test bed.
+pub fn cache_root() -> PathBuf {
     let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
     home.join(".cache").join("karpenter-rs")
 }
