@@ -100,6 +100,8 @@ pub struct ControllerProcess {
     pub log: PathBuf,
     /// `http://127.0.0.1:<port>/metrics`.
     pub metrics_url: String,
+    /// Its health probe port (`/healthz`, `/readyz`).
+    pub health_port: u16,
     /// The fault proxy its AWS calls go through.
     pub proxy: FaultProxy,
 }
@@ -121,7 +123,7 @@ impl ControllerProcess {
         let out = File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file clone");
         let metrics_port = free_port().to_string();
-        let health_port = free_port().to_string();
+        let health_port = free_port();
         let mut vars: BTreeMap<&str, String> = BTreeMap::from([
             ("KUBECONFIG", env.cluster.kubeconfig.display().to_string()),
             ("CLUSTER_NAME", env.aws.cluster_name.clone()),
@@ -133,7 +135,7 @@ impl ControllerProcess {
             ("AWS_EC2_METADATA_DISABLED", "true".into()),
             ("DISABLE_LEADER_ELECTION", "true".into()),
             ("METRICS_PORT", metrics_port.clone()),
-            ("HEALTH_PROBE_PORT", health_port),
+            ("HEALTH_PROBE_PORT", health_port.to_string()),
             ("BATCH_IDLE_DURATION", "1s".into()),
             ("BATCH_MAX_DURATION", "5s".into()),
             ("GC_INTERVAL", "3s".into()),
@@ -162,6 +164,7 @@ impl ControllerProcess {
             child,
             log,
             metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
+            health_port,
             proxy,
         }
     }

@@ -1,5 +1,11 @@
 //! A real Prometheus (Debian's `prometheus` package, which `cargo xtask e2e` installs) on
 //! loopback, scraping the controller with the users' own scrape job, and its HTTP query API.
+//!
+//! Debian builds Prometheus without Kubernetes service discovery, so the job's
+//! `kubernetes_sd_configs` (role `endpoints`) becomes a `file_sd_configs` that the harness keeps
+//! filled from the API server's Endpoints objects, with the labels Kubernetes discovery sets
+//! ([`endpoints_target_groups`]): the job's own relabel rules then pick the target, as they do
+//! in the users' cluster.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -9,16 +15,14 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The users' scrape job (`extraScrapeConfigs` of the getting-started guide's
-/// `prometheus-values.yaml`) made runnable outside the cluster: `$KARPENTER_NAMESPACE` set, and
-/// each `kubernetes_sd_configs` entry given the API server, CA and token an in-cluster
-/// Prometheus would get from its ServiceAccount. The relabel rules are kept as they are.
+/// `prometheus-values.yaml`) made runnable here: `$KARPENTER_NAMESPACE` set, and its
+/// `kubernetes_sd_configs` replaced by `file_sd_configs` reading `targets_file`. Also the
+/// namespaces the Kubernetes discovery was limited to. The relabel rules are kept as they are.
 pub fn scrape_job(
     values_yaml: &str,
     namespace: &str,
-    api_server: &str,
-    ca_file: &Path,
-    token_file: &Path,
-) -> Result<serde_yaml::Value, String> {
+    targets_file: &Path,
+) -> Result<(serde_yaml::Value, Vec<String>), String> {
     let values: serde_yaml::Value =
         serde_yaml::from_str(values_yaml).map_err(|e| format!("values: {e}"))?;
     let extra = values["extraScrapeConfigs"]
@@ -28,26 +32,67 @@ pub fn scrape_job(
     let mut jobs: Vec<serde_yaml::Value> =
         serde_yaml::from_str(&extra).map_err(|e| format!("extraScrapeConfigs: {e}"))?;
     let mut job = jobs.pop().ok_or("extraScrapeConfigs: no job")?;
-    let sd = job["kubernetes_sd_configs"]
-        .as_sequence_mut()
+    let map = job.as_mapping_mut().ok_or("the job is not a mapping")?;
+    let sd = map
+        .remove("kubernetes_sd_configs")
         .ok_or("the job has no kubernetes_sd_configs")?;
-    for entry in sd {
-        let map = entry
-            .as_mapping_mut()
-            .ok_or("kubernetes_sd_configs entry")?;
-        map.insert("api_server".into(), api_server.into());
-        map.insert(
-            "tls_config".into(),
-            serde_yaml::to_value(serde_json::json!({"ca_file": ca_file}))
-                .map_err(|e| e.to_string())?,
-        );
-        map.insert(
-            "authorization".into(),
-            serde_yaml::to_value(serde_json::json!({"credentials_file": token_file}))
-                .map_err(|e| e.to_string())?,
-        );
+    let mut namespaces = Vec::new();
+    for entry in sd.as_sequence().into_iter().flatten() {
+        if entry["role"].as_str() != Some("endpoints") {
+            return Err(format!(
+                "only role endpoints is emulated, not {:?}",
+                entry["role"]
+            ));
+        }
+        for n in entry["namespaces"]["names"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
+            namespaces.extend(n.as_str().map(str::to_owned));
+        }
     }
-    Ok(job)
+    let file_sd = serde_json::json!([{"files": [targets_file], "refresh_interval": "1s"}]);
+    map.insert(
+        "file_sd_configs".into(),
+        serde_yaml::to_value(file_sd).map_err(|e| e.to_string())?,
+    );
+    Ok((job, namespaces))
+}
+
+/// File-SD target groups for Endpoints objects: one target per address and port, labelled as
+/// Prometheus's Kubernetes discovery (role `endpoints`) labels it.
+pub fn endpoints_target_groups(endpoints: &[k8s_openapi::api::core::v1::Endpoints]) -> Value {
+    let mut groups = Vec::new();
+    for ep in endpoints {
+        let name = ep.metadata.name.clone().unwrap_or_default();
+        let namespace = ep.metadata.namespace.clone().unwrap_or_default();
+        for subset in ep.subsets.iter().flatten() {
+            for port in subset.ports.iter().flatten() {
+                for address in subset.addresses.iter().flatten() {
+                    groups.push(serde_json::json!({
+                        "targets": [format!("{}:{}", address.ip, port.port)],
+                        "labels": {
+                            "__meta_kubernetes_namespace": namespace,
+                            "__meta_kubernetes_endpoints_name": name,
+                            "__meta_kubernetes_service_name": name,
+                            "__meta_kubernetes_endpoint_port_name": port.name.clone().unwrap_or_default(),
+                            "__meta_kubernetes_endpoint_port_protocol": port.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                            "__meta_kubernetes_endpoint_ready": "true",
+                        },
+                    }));
+                }
+            }
+        }
+    }
+    Value::Array(groups)
+}
+
+/// Writes `groups` to `file` atomically (Prometheus may read it at any time).
+pub fn write_targets(file: &Path, groups: &Value) {
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(groups).expect("json")).expect("write targets");
+    std::fs::rename(&tmp, file).expect("rename targets");
 }
 
 /// A running Prometheus; killed on drop.
@@ -204,25 +249,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_users_scrape_job_gets_the_namespace_and_the_api_servers_credentials() {
+    fn the_users_scrape_job_reads_its_targets_from_a_file_and_keeps_its_relabel_rules() {
         let values = "extraScrapeConfigs: |\n    - job_name: karpenter\n      kubernetes_sd_configs:\n      - role: endpoints\n        namespaces:\n          names:\n          - $KARPENTER_NAMESPACE\n      relabel_configs:\n      - source_labels: [a, b]\n        action: keep\n        regex: karpenter;http-metrics\n";
-        let job = scrape_job(
-            values,
-            "karpenter",
-            "https://127.0.0.1:6443",
-            Path::new("/ca"),
-            Path::new("/t"),
-        )
-        .unwrap();
+        let (job, namespaces) = scrape_job(values, "karpenter", Path::new("/t.json")).unwrap();
         assert_eq!(job["job_name"].as_str(), Some("karpenter"));
-        let sd = &job["kubernetes_sd_configs"][0];
-        assert_eq!(sd["namespaces"]["names"][0].as_str(), Some("karpenter"));
-        assert_eq!(sd["api_server"].as_str(), Some("https://127.0.0.1:6443"));
-        assert_eq!(sd["tls_config"]["ca_file"].as_str(), Some("/ca"));
-        assert_eq!(sd["authorization"]["credentials_file"].as_str(), Some("/t"));
+        assert_eq!(namespaces, ["karpenter"]);
+        assert!(job.get("kubernetes_sd_configs").is_none());
+        assert_eq!(
+            job["file_sd_configs"][0]["files"][0].as_str(),
+            Some("/t.json")
+        );
         assert_eq!(
             job["relabel_configs"][0]["regex"].as_str(),
             Some("karpenter;http-metrics")
+        );
+    }
+
+    #[test]
+    fn endpoints_become_targets_labelled_as_kubernetes_discovery_does() {
+        let ep: k8s_openapi::api::core::v1::Endpoints = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "karpenter", "namespace": "karpenter"},
+            "subsets": [{"addresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}],
+                         "ports": [{"name": "http-metrics", "port": 8000, "protocol": "TCP"}]}],
+        }))
+        .unwrap();
+        let groups = endpoints_target_groups(&[ep]);
+        assert_eq!(groups.as_array().unwrap().len(), 2);
+        assert_eq!(groups[1]["targets"][0], "10.0.0.2:8000");
+        assert_eq!(
+            groups[0]["labels"]["__meta_kubernetes_endpoints_name"],
+            "karpenter"
+        );
+        assert_eq!(
+            groups[0]["labels"]["__meta_kubernetes_endpoint_port_name"],
+            "http-metrics"
         );
     }
 

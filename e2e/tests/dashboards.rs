@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{Endpoints, Service};
 use karpenter_e2e::controller::{ControllerProcess, install_crds, repo_root};
 use karpenter_e2e::dashboards::{self, Dashboard, Variable};
 use karpenter_e2e::harness::*;
-use karpenter_e2e::prometheus::{Prometheus, scrape_job};
+use karpenter_e2e::prometheus::{Prometheus, endpoints_target_groups, scrape_job, write_targets};
 use karpenter_e2e::scenario::*;
 use kube_client::api::{Api, PostParams};
 use serde_json::json;
@@ -71,8 +71,10 @@ fn host_ip() -> String {
     socket.local_addr().expect("local address").ip().to_string()
 }
 
-/// The Service `karpenter` (port `http-metrics`) and its Endpoints at the controller, in `ns`.
-async fn expose_controller(ctx: &Ctx, ns: &str, port: u16) {
+/// The Service `karpenter` (port `http-metrics`) and its Endpoints at the controller, in `ns`;
+/// and a decoy the users' relabel rules must drop (another Service's `http-metrics` port, at
+/// the controller's health port).
+async fn expose_controller(ctx: &Ctx, ns: &str, port: u16, health_port: u16) {
     let services: Api<Service> = Api::namespaced(ctx.kube.clone(), ns);
     let svc: Service = serde_json::from_value(json!({
         "metadata": {"name": "karpenter"},
@@ -96,25 +98,43 @@ async fn expose_controller(ctx: &Ctx, ns: &str, port: u16) {
         .create(&PostParams::default(), &ep)
         .await
         .expect("Endpoints karpenter");
+    let decoy: Endpoints = serde_json::from_value(json!({
+        "metadata": {"name": "karpenter-decoy"},
+        "subsets": [{
+            "addresses": [{"ip": host_ip()}],
+            "ports": [{"name": "http-metrics", "port": health_port}],
+        }],
+    }))
+    .unwrap();
+    endpoints
+        .create(&PostParams::default(), &decoy)
+        .await
+        .expect("Endpoints karpenter-decoy");
 }
 
-/// The CA and token of the bed's kubeconfig, written for Prometheus.
-fn credentials(ctx: &Ctx, dir: &std::path::Path) -> (PathBuf, PathBuf) {
-    use base64::Engine;
-    let text = std::fs::read_to_string(&ctx.env.cluster.kubeconfig).unwrap();
-    let config: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
-    let ca = config["clusters"][0]["cluster"]["certificate-authority-data"]
-        .as_str()
-        .expect("CA data");
-    let token = config["users"][0]["user"]["token"].as_str().expect("token");
-    std::fs::create_dir_all(dir).unwrap();
-    let (ca_file, token_file) = (dir.join("ca.crt"), dir.join("token"));
-    let pem = base64::engine::general_purpose::STANDARD
-        .decode(ca)
-        .expect("CA base64");
-    std::fs::write(&ca_file, pem).unwrap();
-    std::fs::write(&token_file, token).unwrap();
-    (ca_file, token_file)
+/// Keeps `file` filled with the Endpoints of `namespaces` as file-SD target groups, every
+/// second, until dropped (Debian's Prometheus has no Kubernetes discovery; see
+/// `karpenter_e2e::prometheus`).
+fn discover_endpoints(
+    ctx: &Ctx,
+    namespaces: Vec<String>,
+    file: PathBuf,
+) -> tokio::task::JoinHandle<()> {
+    let kube = ctx.kube.clone();
+    write_targets(&file, &json!([]));
+    tokio::spawn(async move {
+        loop {
+            let mut all = Vec::new();
+            for ns in &namespaces {
+                let api: Api<Endpoints> = Api::namespaced(kube.clone(), ns);
+                if let Ok(list) = api.list(&Default::default()).await {
+                    all.extend(list.items);
+                }
+            }
+            write_targets(&file, &endpoints_target_groups(&all));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
 }
 
 /// Every query of every dashboard with its variables substituted: (dashboard, panel, PromQL).
@@ -220,12 +240,21 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
                 .next()
                 .and_then(|p| p.trim_end_matches("/metrics").parse().ok())
                 .expect("metrics port");
-            expose_controller(&ctx, &ctx.id, port).await;
+            expose_controller(&ctx, &ctx.id, port, controller.health_port).await;
             let dir = ctx.env.state_dir.join(format!("prometheus-{}", ctx.id));
-            let (ca, token) = credentials(&ctx, &dir);
-            let job = scrape_job(&values, &ctx.id, &ctx.env.cluster.server, &ca, &token).expect("scrape job");
+            std::fs::create_dir_all(&dir).unwrap();
+            let targets = dir.join("targets.json");
+            let (job, namespaces) = scrape_job(&values, &ctx.id, &targets).expect("scrape job");
+            let discovery = discover_endpoints(&ctx, namespaces, targets);
             let prom = Prometheus::start(&dir, &[job]);
             prom.wait_ready(Duration::from_secs(60)).await;
+            // The users' relabel rules keep the controller's metrics port and drop the decoy.
+            let scraped = eventually("Prometheus scraping exactly the controller", Duration::from_secs(60), || async {
+                let t = prom.targets().await;
+                (t.len() == 1 && t[0].1 == "up").then_some(t)
+            })
+            .await;
+            assert!(scraped[0].0.ends_with(&format!(":{port}/metrics")), "{scraped:?}");
 
             eventually("16 pods Running", Duration::from_secs(300), || async {
                 let pods = pods_of(&ctx, "web").await;
@@ -278,6 +307,7 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
                 NO_DATA.iter().map(|(m, _)| *m).collect::<Vec<_>>(),
                 prom.targets().await,
             );
+            discovery.abort();
             controller.assert_no_panic();
         })
         .await;
