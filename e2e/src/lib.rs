@@ -7,6 +7,7 @@
 pub mod contract;
 pub mod controller;
 pub mod dashboards;
+pub mod demo;
 pub mod env;
 pub mod fault_proxy;
 pub mod harness;

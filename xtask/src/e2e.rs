@@ -63,88 +63,138 @@ impl Drop for Teardown {
     }
 }
 
+/// The bed, up until dropped: its state directory, the controller binary runs start, Helm,
+/// and the environment a process needs to use it.
+pub struct Bed {
+    /// The state directory (`cluster.json`, `aws.json`, logs).
+    pub state_dir: PathBuf,
+    /// The copy of the controller that runs start.
+    pub binary: PathBuf,
+    /// Helm, for the chart tests.
+    pub helm: PathBuf,
+    // Fields drop in declaration order: the bed is torn down while signals are still caught.
+    _teardown: Teardown,
+    signals: CatchInterrupts,
+}
+
+impl Bed {
+    /// Builds the controller and `also` (cargo arguments, e.g. the e2e tests with `--no-run`),
+    /// then brings the control plane and the fake AWS account up in `state_dir` (default
+    /// `target/e2e`). Teardown happens on drop unless `keep`.
+    pub fn up(
+        cluster_kind: cluster::ClusterKind,
+        state_dir: Option<PathBuf>,
+        keep: bool,
+        also: &[&str],
+    ) -> anyhow::Result<Bed> {
+        let state_dir = state_dir.unwrap_or_else(cluster::default_state_dir);
+        let state_dir = absolute(&state_dir)?;
+        std::fs::create_dir_all(&state_dir)
+            .with_context(|| format!("creating {}", state_dir.display()))?;
+        // Ctrl-C reaches the whole foreground process group: the run stops, and this process
+        // (which catches it while the bed is up) goes on to tear everything down.
+        let signals = CatchInterrupts::new();
+        let teardown = Teardown {
+            state_dir: state_dir.clone(),
+            keep,
+        };
+        cluster::ensure_prometheus()?;
+        let helm = crate::helm::ensure()?;
+        // Build what will run first: the bed should not idle through a long compile.
+        let built = cargo()
+            .args(["build", "-p", "karpenter", "--bin", "karpenter"])
+            .status()
+            .context("could not start cargo build")?;
+        if !built.success() {
+            bail!("building the controller failed ({built})");
+        }
+        let built = cargo()
+            .args(also)
+            .status()
+            .context("could not start cargo")?;
+        if !built.success() {
+            bail!("`cargo {}` failed ({built})", also.join(" "));
+        }
+        // Runs start a copy, so building the controller while they run (another session's
+        // edit, a second e2e run) cannot swap the binary under them. A binary named by
+        // `KARPENTER_E2E_BINARY` (a release build, to measure memory) is used as it is.
+        let binary = match std::env::var_os("KARPENTER_E2E_BINARY") {
+            Some(given) => PathBuf::from(given),
+            None => {
+                let target = std::env::var_os("CARGO_TARGET_DIR")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| {
+                        let xtask = Path::new(env!("CARGO_MANIFEST_DIR"));
+                        xtask.parent().unwrap_or(xtask).join("target")
+                    });
+                let binary = state_dir.join("karpenter");
+                std::fs::copy(target.join("debug").join("karpenter"), &binary)
+                    .with_context(|| format!("copying the controller to {}", binary.display()))?;
+                binary
+            }
+        };
+        signals.check()?;
+        let started = std::time::Instant::now();
+        let mut opts = cluster::UpOptions::new(&state_dir);
+        opts.cluster = cluster_kind;
+        cluster::up(&opts).context("starting the control plane")?;
+        signals.check()?;
+        aws::up(&aws::UpOptions {
+            state_dir: state_dir.clone(),
+            cluster_name: CLUSTER_NAME.to_owned(),
+        })
+        .context("starting the fake AWS endpoint")?;
+        signals.check()?;
+        eprintln!(
+            "==> e2e bed up in {:.1} s ({})",
+            started.elapsed().as_secs_f64(),
+            state_dir.display()
+        );
+        Ok(Bed {
+            state_dir,
+            binary,
+            helm,
+            _teardown: teardown,
+            signals,
+        })
+    }
+
+    /// `cargo <args>` with the bed's environment (state directory, controller binary, Helm).
+    pub fn cargo(&self, args: &[&str]) -> Command {
+        let mut cmd = cargo();
+        cmd.args(args)
+            .env(cluster::STATE_DIR_VAR, &self.state_dir)
+            .env("KARPENTER_E2E_BINARY", &self.binary)
+            .env("HELM", &self.helm);
+        cmd
+    }
+
+    /// Fails when Ctrl-C or SIGTERM arrived.
+    pub fn check(&self) -> anyhow::Result<()> {
+        self.signals.check()
+    }
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
 /// Brings the bed up, runs `cargo test -p karpenter-e2e` against it, tears it down, and
 /// returns the summed `test result:` counts. Fails when any test fails.
 pub fn run_suite(args: &E2eArgs) -> anyhow::Result<(u64, u64)> {
-    let state_dir = args
-        .state_dir
-        .clone()
-        .unwrap_or_else(cluster::default_state_dir);
-    let state_dir = absolute(&state_dir)?;
-    std::fs::create_dir_all(&state_dir)
-        .with_context(|| format!("creating {}", state_dir.display()))?;
-    // Ctrl-C reaches the whole foreground process group: the test run stops, and this process
-    // (which catches it while the bed is up) goes on to tear everything down.
-    let signals = CatchInterrupts::new();
-    let _teardown = Teardown {
-        state_dir: state_dir.clone(),
-        keep: args.keep,
-    };
-    cluster::ensure_prometheus()?;
-    let helm = crate::helm::ensure()?;
-    // Build the test binaries and the controller they start first: the bed should not idle
-    // through a long compile.
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let built = Command::new(&cargo)
-        .args(["build", "-p", "karpenter", "--bin", "karpenter"])
-        .status()
-        .context("could not start cargo build")?;
-    if !built.success() {
-        bail!("building the controller failed ({built})");
-    }
-    let built = Command::new(&cargo)
-        .args(["test", "-p", "karpenter-e2e", "--no-run"])
-        .status()
-        .context("could not start cargo test --no-run")?;
-    if !built.success() {
-        bail!("building the e2e tests failed ({built})");
-    }
-    // The tests start a copy, so building the controller while they run (another session's
-    // edit, a second e2e run) cannot swap the binary under them. A binary named by
-    // `KARPENTER_E2E_BINARY` (a release build, to measure memory) is used as it is.
-    let binary = match std::env::var_os("KARPENTER_E2E_BINARY") {
-        Some(given) => PathBuf::from(given),
-        None => {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    let xtask = Path::new(env!("CARGO_MANIFEST_DIR"));
-                    xtask.parent().unwrap_or(xtask).join("target")
-                });
-            let binary = state_dir.join("karpenter");
-            std::fs::copy(target.join("debug").join("karpenter"), &binary)
-                .with_context(|| format!("copying the controller to {}", binary.display()))?;
-            binary
-        }
-    };
-    signals.check()?;
-    let started = std::time::Instant::now();
-    let mut opts = cluster::UpOptions::new(&state_dir);
-    opts.cluster = args.cluster;
-    cluster::up(&opts).context("starting the control plane")?;
-    signals.check()?;
-    aws::up(&aws::UpOptions {
-        state_dir: state_dir.clone(),
-        cluster_name: CLUSTER_NAME.to_owned(),
-    })
-    .context("starting the fake AWS endpoint")?;
-    signals.check()?;
-    eprintln!(
-        "==> e2e bed up in {:.1} s ({})",
-        started.elapsed().as_secs_f64(),
-        state_dir.display()
-    );
-    let mut cmd = Command::new(&cargo);
+    let bed = Bed::up(
+        args.cluster,
+        args.state_dir.clone(),
+        args.keep,
+        &["test", "-p", "karpenter-e2e", "--no-run"],
+    )?;
     // Every test binary runs even when one fails, so the summary counts them all.
-    cmd.args(["test", "--no-fail-fast", "-p", "karpenter-e2e"])
-        .env(cluster::STATE_DIR_VAR, &state_dir)
-        .env("KARPENTER_E2E_BINARY", &binary)
-        .env("HELM", &helm);
+    let mut cmd = bed.cargo(&["test", "--no-fail-fast", "-p", "karpenter-e2e"]);
     if !args.test_args.is_empty() {
         cmd.arg("--").args(&args.test_args);
     }
     let (passed, failed, ok) = crate::test::run_counting("e2e tests", &mut cmd)?;
-    signals.check()?;
+    bed.check()?;
     if !ok {
         bail!("e2e tests failed: {passed} passed, {failed} failed");
     }
