@@ -36,9 +36,6 @@ use crate::runtime::metrics::{MeteredCloudProvider, Metrics};
 use crate::runtime::settings::Settings;
 use crate::runtime::supervisor::{Supervisor, TaskEnded};
 
-/// Name of the leader-election Lease (Karpenter's).
-pub const LEADER_LEASE: &str = "karpenter-leader-election";
-
 /// Why the controller stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -152,7 +149,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         let elector = LeaderElector::new(
             client.clone(),
             &settings.system_namespace,
-            LEADER_LEASE,
+            leader::LEASE_NAME,
             leader::default_identity(),
             Timings::default(),
         );

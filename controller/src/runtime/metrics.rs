@@ -496,20 +496,6 @@ impl Metrics {
         self.nodes_terminated_v1beta1.get_or_create(&l).inc();
     }
 
-    /// Sets `karpenter_nodes_allocatable` of one resource (`cpu` in cores, `memory` in bytes,
-    /// `pods`, …) of a node.
-    pub fn set_node_allocatable(&self, node: &NodeLabels, resource_type: &str, value: f64) {
-        let l = node.with_resource(resource_type);
-        self.nodes_allocatable.get_or_create(&l).set(value);
-    }
-
-    /// Forgets a node's `karpenter_nodes_allocatable` series (the node is gone).
-    pub fn remove_node_allocatable(&self, node: &NodeLabels, resource_types: &[&str]) {
-        for r in resource_types {
-            self.nodes_allocatable.remove(&node.with_resource(r));
-        }
-    }
-
     /// Sets one of the per-node gauges (`karpenter_nodes_allocatable`,
     /// `_total_pod_requests`, `_total_daemon_requests`) of one resource of a node.
     pub fn set_node_gauge(

@@ -50,13 +50,18 @@ pub fn pod_from_k8s(pod: &k8s::Pod) -> Result<snapshot::Pod, IngestError> {
     Ok(out)
 }
 
-/// `Kind/name` of the controlling owner reference (or the first one when none controls).
-pub fn owner_of(meta: &meta::ObjectMeta) -> Option<String> {
+/// The controlling owner reference (or the first one when none controls), as Karpenter picks
+/// a pod's owner.
+pub fn controlling_owner(meta: &meta::ObjectMeta) -> Option<&meta::OwnerReference> {
     let refs = meta.owner_references.as_deref().unwrap_or_default();
     refs.iter()
         .find(|r| r.controller == Some(true))
         .or_else(|| refs.first())
-        .map(|r| format!("{}/{}", r.kind, r.name))
+}
+
+/// `Kind/name` of the [`controlling_owner`].
+pub fn owner_of(meta: &meta::ObjectMeta) -> Option<String> {
+    controlling_owner(meta).map(|r| format!("{}/{}", r.kind, r.name))
 }
 
 /// Converts a pod spec; `object` and `prefix` (`spec`, `spec.template.spec`) locate errors.

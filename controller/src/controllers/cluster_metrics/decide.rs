@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use karpenter_core::api::NodeClaim;
-use karpenter_core::ingest::pod::{is_daemonset_pod, is_terminal, pod_from_k8s};
+use karpenter_core::ingest::pod::{controlling_owner, is_daemonset_pod, is_terminal, pod_from_k8s};
 use karpenter_core::labels;
 use karpenter_core::resources::{self, Resources, parse_for_resource};
 
@@ -231,12 +231,7 @@ pub fn pod_state(pod: &Pod, node: Option<&Node>) -> PodState {
 /// The controlling owner as Karpenter writes it: `/apis/<apiVersion>/namespaces/<ns>/<kind>s/<name>`
 /// (`/api/v1/…` for the core group); empty when unowned.
 fn owner_path(pod: &Pod) -> String {
-    let refs = pod.metadata.owner_references.as_deref().unwrap_or_default();
-    let Some(owner) = refs
-        .iter()
-        .find(|r| r.controller == Some(true))
-        .or_else(|| refs.first())
-    else {
+    let Some(owner) = controlling_owner(&pod.metadata) else {
         return String::new();
     };
     let root = if owner.api_version.contains('/') {

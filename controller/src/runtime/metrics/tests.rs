@@ -135,7 +135,7 @@ fn gauges_set_and_remove() {
         zone: "us-east-1a".into(),
         ..NodeLabels::default()
     };
-    m.set_node_allocatable(&node, "cpu", 1.93);
+    m.set_node_gauge(NodeGauge::Allocatable, &node, "cpu", 1.93);
     let pod = PodState {
         name: "web-1".into(),
         namespace: "prod".into(),
@@ -187,7 +187,7 @@ fn gauges_set_and_remove() {
     // Removed series disappear instead of reporting stale values.
     m.remove_pod_state(&pod);
     m.remove_scheduler_queue_depth("provisioner", "abc");
-    m.remove_node_allocatable(&node, &["cpu", "memory"]);
+    m.remove_node_gauge(NodeGauge::Allocatable, &node, "cpu");
     m.set_cluster_state_synced(false);
     let text = m.encode();
     assert!(!text.contains("karpenter_pods_state{"), "{text}");
