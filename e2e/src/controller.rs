@@ -169,24 +169,14 @@ impl ControllerProcess {
         }
     }
 
-    /// The body of `GET /metrics` (plain HTTP/1.0 over a socket: no client library needed).
+    /// The body of `GET /metrics`.
     pub async fn scrape_metrics(&self) -> std::io::Result<String> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let addr = self
+        let address = self
             .metrics_url
             .trim_start_matches("http://")
-            .trim_end_matches("/metrics")
-            .to_owned();
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .await?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await?;
-        Ok(response
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_owned())
-            .unwrap_or_default())
+            .trim_end_matches("/metrics");
+        let (_, body) = crate::harness::http_request(address, "GET", "/metrics", "").await?;
+        Ok(body)
     }
 
     /// The last `lines` lines of its log, for failure messages.

@@ -7,15 +7,12 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use karpenter_core::api::NodeClaim;
-use kube_client::api::Api;
 use serde_json::json;
 
 use crate::controller::{ControllerProcess, install_crds};
-use crate::harness::{Ctx, eventually_why, pod_running_ready};
+use crate::harness::Ctx;
 use crate::scenario::{
-    NODEPOOL, PoolSpec, apply_pool, deploy, fleet_price, label, pods_of, pool_name, scale,
-    with_teardown,
+    PoolSpec, apply_pool, deploy, pool_name, scale, settled_fleet, with_teardown,
 };
 
 /// The fleet after one step.
@@ -69,7 +66,14 @@ pub async fn run(ctx: &Ctx, sizes: &[i32], out: &mut (impl Write + Send)) -> Vec
         for &replicas in sizes {
             let started = Instant::now();
             scale(ctx, "web", replicas).await;
-            let (price_per_hour, nodes) = settle(ctx, &pool, replicas).await;
+            let (price_per_hour, nodes) = settled_fleet(
+                ctx,
+                &pool,
+                ("web", replicas as usize),
+                ("the fleet to settle", Duration::from_secs(600), SETTLED_FOR),
+                |_| Ok(()),
+            )
+            .await;
             let step = Step {
                 replicas,
                 nodes,
@@ -113,49 +117,6 @@ fn summary(types: &[String]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Waits until `replicas` pods run and the pool's nodes are its claims, none being deleted,
-/// unchanged for [`SETTLED_FOR`]; the fleet's $/h and instance types.
-async fn settle(ctx: &Ctx, pool: &str, replicas: i32) -> (f64, Vec<String>) {
-    let claims: Api<NodeClaim> = Api::all(ctx.kube.clone());
-    let stable: std::sync::Mutex<Option<(Instant, Vec<String>)>> = Default::default();
-    eventually_why("the fleet to settle", Duration::from_secs(600), || async {
-        let all = claims
-            .list(&Default::default())
-            .await
-            .map_err(|e| e.to_string())?
-            .items;
-        let ours: Vec<&NodeClaim> = all
-            .iter()
-            .filter(|c| label(*c, NODEPOOL) == Some(pool))
-            .collect();
-        if ours.iter().any(|c| c.metadata.deletion_timestamp.is_some()) {
-            return Err("a node is being removed".into());
-        }
-        let pods = pods_of(ctx, "web").await;
-        let running = pods.iter().filter(|p| pod_running_ready(p)).count();
-        if pods.len() != replicas as usize || running != pods.len() {
-            return Err(format!("{running} of {replicas} pods Running"));
-        }
-        let (price, types) = fleet_price(ctx, pool).await;
-        if types.len() != ours.len() {
-            *stable.lock().unwrap() = None;
-            return Err(format!("{} nodes for {} claims", types.len(), ours.len()));
-        }
-        let mut last = stable.lock().unwrap();
-        match &*last {
-            Some((since, seen)) if *seen == types && since.elapsed() >= SETTLED_FOR => {
-                Ok((price, types))
-            }
-            Some((_, seen)) if *seen == types => Err("watching the fleet stay as it is".into()),
-            _ => {
-                *last = Some((Instant::now(), types));
-                Err("the fleet changed".into())
-            }
-        }
-    })
-    .await
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::harness::http_request as http;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The users' scrape job (`extraScrapeConfigs` of the getting-started guide's
 /// `prometheus-values.yaml`) made runnable here: `$KARPENTER_NAMESPACE` set, and its
@@ -218,30 +218,6 @@ fn form_encode(v: &str) -> String {
         }
     }
     out
-}
-
-/// One HTTP/1.0 request over a plain socket: (status, body).
-async fn http(
-    address: &str,
-    method: &str,
-    path: &str,
-    form: &str,
-) -> std::io::Result<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(address).await?;
-    let request = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {address}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
-        form.len()
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    Ok((status, body.to_owned()))
 }
 
 #[cfg(test)]

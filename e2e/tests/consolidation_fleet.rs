@@ -8,11 +8,9 @@
 
 use std::time::{Duration, Instant};
 
-use karpenter_core::api::NodeClaim;
 use karpenter_e2e::controller::{ControllerProcess, install_crds};
 use karpenter_e2e::harness::*;
 use karpenter_e2e::scenario::*;
-use kube_client::api::Api;
 use serde_json::json;
 
 /// Timers shortened through the controller's settings.
@@ -77,51 +75,18 @@ async fn a_deployment_scaled_from_60_to_12_ends_on_a_cheaper_fleet_within_its_pd
             // From here every pod that stops is the controller's doing.
             watch.arm();
             let terminated_before = watch.read(|l| l.terminations.len());
-            let claims: Api<NodeClaim> = Api::all(ctx.kube.clone());
-            let stable: std::sync::Mutex<Option<(Instant, Vec<String>)>> = Default::default();
-            let (after, after_types) = eventually_why(
-                "a cheaper fleet, settled, with every pod Running",
-                Duration::from_secs(600),
-                || async {
-                    let all = claims.list(&Default::default()).await.map_err(|e| format!("listing claims: {e}"))?.items;
-                    let ours: Vec<&NodeClaim> =
-                        all.iter().filter(|c| label(*c, NODEPOOL) == Some(pool.as_str())).collect();
-                    let deleting: Vec<&str> = ours
-                        .iter()
-                        .filter(|c| c.metadata.deletion_timestamp.is_some())
-                        .filter_map(|c| c.metadata.name.as_deref())
-                        .collect();
-                    if !deleting.is_empty() {
-                        return Err(format!("claims being deleted: {deleting:?}"));
-                    }
-                    let pods = pods_of(&ctx, "web").await;
-                    let running = pods.iter().filter(|p| pod_running_ready(p)).count();
-                    if pods.len() != 12 || running != 12 {
-                        return Err(format!("{} web pods, {running} Running and Ready", pods.len()));
-                    }
-                    let (price, types) = fleet_price(&ctx, &pool).await;
-                    // Settled: the nodes are the claims (no launch or drain in flight) and the
-                    // fleet has not changed for 20 s (a pass every 2 s would have acted).
-                    if types.len() != ours.len() || types.len() >= nodes_before {
-                        *stable.lock().unwrap() = None;
-                        return Err(format!(
-                            "{} claims, nodes {types:?} (${price:.4}/h; {nodes_before} nodes before)",
-                            ours.len()
-                        ));
-                    }
-                    let mut last = stable.lock().unwrap();
-                    match &*last {
-                        Some((since, seen)) if *seen == types => {
-                            if since.elapsed() >= Duration::from_secs(20) {
-                                Ok((price, types))
-                            } else {
-                                Err(format!("fleet {types:?} unchanged for {:.0?}", since.elapsed()))
-                            }
-                        }
-                        _ => {
-                            *last = Some((Instant::now(), types.clone()));
-                            Err(format!("fleet changed to {types:?}"))
-                        }
+            // Settled: the nodes are the claims (no launch or drain in flight) and the fleet
+            // has not changed for 20 s (a pass every 2 s would have acted).
+            let (after, after_types) = settled_fleet(
+                &ctx,
+                &pool,
+                ("web", 12),
+                ("a cheaper fleet, settled, with every pod Running", Duration::from_secs(600), Duration::from_secs(20)),
+                |types| {
+                    if types.len() < nodes_before {
+                        Ok(())
+                    } else {
+                        Err(format!("{} nodes, {nodes_before} before", types.len()))
                     }
                 },
             )

@@ -1,7 +1,7 @@
 //! Read-only queries the scenarios assert on, and failure summaries.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
@@ -12,7 +12,7 @@ use kube_client::ResourceExt;
 use kube_client::api::{Api, ListParams};
 
 use super::{INSTANCE_TYPE, NODEPOOL};
-use crate::harness::{Ctx, eventually, pod_running_ready};
+use crate::harness::{Ctx, eventually, eventually_why, pod_running_ready};
 
 /// The test namespace's pods that are Running and Ready.
 pub async fn running_pods(ctx: &Ctx) -> Vec<Pod> {
@@ -188,6 +188,77 @@ pub async fn fleet_price(ctx: &Ctx, pool: &str) -> (f64, Vec<String>) {
     }
     types.sort();
     (total, types)
+}
+
+/// Waits (up to `timeout`, naming `what`) until the `replicas` pods of `app` are Running and
+/// Ready, the pool's nodes are its claims with none being deleted (no launch or drain in
+/// flight), `accept` takes the fleet's instance types, and the fleet has stayed the same for
+/// `settled_for` (several disruption passes that could have acted did not). The fleet's $/h and
+/// its sorted instance types.
+pub async fn settled_fleet(
+    ctx: &Ctx,
+    pool: &str,
+    (app, replicas): (&str, usize),
+    (what, timeout, settled_for): (&str, Duration, Duration),
+    accept: impl Fn(&[String]) -> Result<(), String>,
+) -> (f64, Vec<String>) {
+    let claims: Api<NodeClaim> = Api::all(ctx.kube.clone());
+    let stable: std::sync::Mutex<Option<(Instant, Vec<String>)>> = Default::default();
+    eventually_why(what, timeout, || async {
+        let all = claims
+            .list(&Default::default())
+            .await
+            .map_err(|e| format!("listing claims: {e}"))?
+            .items;
+        let ours: Vec<&NodeClaim> = all
+            .iter()
+            .filter(|c| label(*c, NODEPOOL) == Some(pool))
+            .collect();
+        let deleting: Vec<&str> = ours
+            .iter()
+            .filter(|c| c.metadata.deletion_timestamp.is_some())
+            .filter_map(|c| c.metadata.name.as_deref())
+            .collect();
+        if !deleting.is_empty() {
+            return Err(format!("claims being deleted: {deleting:?}"));
+        }
+        let pods = pods_of(ctx, app).await;
+        let running = pods.iter().filter(|p| pod_running_ready(p)).count();
+        if pods.len() != replicas || running != replicas {
+            return Err(format!(
+                "{} {app} pods, {running} Running and Ready",
+                pods.len()
+            ));
+        }
+        let (price, types) = fleet_price(ctx, pool).await;
+        let fits = if types.len() == ours.len() {
+            accept(&types)
+        } else {
+            Err(format!("{} nodes for {} claims", types.len(), ours.len()))
+        };
+        if let Err(why) = fits {
+            *stable.lock().unwrap() = None;
+            return Err(format!("{why}: nodes {types:?} (${price:.4}/h)"));
+        }
+        let mut last = stable.lock().unwrap();
+        match &*last {
+            Some((since, seen)) if *seen == types => {
+                if since.elapsed() >= settled_for {
+                    Ok((price, types))
+                } else {
+                    Err(format!(
+                        "fleet {types:?} unchanged for {:.0?}",
+                        since.elapsed()
+                    ))
+                }
+            }
+            _ => {
+                *last = Some((Instant::now(), types.clone()));
+                Err(format!("fleet changed to {types:?}"))
+            }
+        }
+    })
+    .await
 }
 
 /// The sum of the samples of metric `name` whose labels contain every one of `labels`
