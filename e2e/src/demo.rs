@@ -66,7 +66,7 @@ pub async fn run(ctx: &Ctx, sizes: &[i32], out: &mut (impl Write + Send)) -> Vec
         for &replicas in sizes {
             let started = Instant::now();
             scale(ctx, "web", replicas).await;
-            let (price_per_hour, nodes) = settled_fleet(
+            let fleet = settled_fleet(
                 ctx,
                 &pool,
                 ("web", replicas as usize),
@@ -76,9 +76,9 @@ pub async fn run(ctx: &Ctx, sizes: &[i32], out: &mut (impl Write + Send)) -> Vec
             .await;
             let step = Step {
                 replicas,
-                nodes,
-                price_per_hour,
-                took: started.elapsed().saturating_sub(SETTLED_FOR),
+                nodes: fleet.types,
+                price_per_hour: fleet.price_per_hour,
+                took: fleet.since.saturating_duration_since(started),
             };
             let _ = writeln!(
                 out,

@@ -77,7 +77,7 @@ async fn a_deployment_scaled_from_60_to_12_ends_on_a_cheaper_fleet_within_its_pd
             let terminated_before = watch.read(|l| l.terminations.len());
             // Settled: the nodes are the claims (no launch or drain in flight) and the fleet
             // has not changed for 20 s (a pass every 2 s would have acted).
-            let (after, after_types) = settled_fleet(
+            let fleet = settled_fleet(
                 &ctx,
                 &pool,
                 ("web", 12),
@@ -91,7 +91,9 @@ async fn a_deployment_scaled_from_60_to_12_ends_on_a_cheaper_fleet_within_its_pd
                 },
             )
             .await;
-            let took = scaled.elapsed();
+            // To the last change of the fleet, not to the end of the quiet time that proved it.
+            let took = fleet.since.saturating_duration_since(scaled);
+            let (after, after_types) = (fleet.price_per_hour, fleet.types);
             let min_ready = watch.read(|l| l.min_ready.get("web").copied().unwrap_or(0));
             let evicted = watch.read(|l| l.terminations.len()) - terminated_before;
             let metrics = controller.scrape_metrics().await.expect("metrics");

@@ -31,5 +31,5 @@ pub use input::{
     ClaimFacts, DisruptionInput, DisruptionOptions, Drift, NodeFacts, PdbFacts, PodFacts,
     PoolDisruption,
 };
-pub use plan::{Invalid, budgets, plan, plan_traced, validate};
+pub use plan::{Invalid, NOMINATION, budgets, plan, plan_traced, validate};
 pub use reasons::KeptReason;

@@ -23,7 +23,8 @@ mod validate;
 
 pub use validate::{Invalid, validate};
 
-/// How long a node that a command planned pods onto is not a candidate (Karpenter: 20 s).
+/// How long a node that a command planned pods onto, or that was just initialized for pending
+/// pods, is not a candidate (Karpenter: 20 s).
 pub const NOMINATION: Duration = Duration::from_secs(20);
 
 /// Plans one round of disruption: every command the controller would start now, in order,

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
 use karpenter_core::api::NodeClaim;
+use karpenter_core::disruption::NOMINATION;
 use karpenter_core::resources::parse_for_resource;
 use karpenter_providers::aws::catalog::Catalog;
 use kube_client::ResourceExt;
@@ -190,18 +191,30 @@ pub async fn fleet_price(ctx: &Ctx, pool: &str) -> (f64, Vec<String>) {
     (total, types)
 }
 
+/// A fleet that has settled: its $/h, its sorted instance types and when it last changed.
+#[derive(Clone, Debug)]
+pub struct SettledFleet {
+    /// The fleet's on-demand $/h.
+    pub price_per_hour: f64,
+    /// The instance types of its nodes, sorted.
+    pub types: Vec<String>,
+    /// When the fleet was first seen as it ended (the end of the last launch or consolidation).
+    pub since: Instant,
+}
+
 /// Waits (up to `timeout`, naming `what`) until the `replicas` pods of `app` are Running and
 /// Ready, the pool's nodes are its claims with none being deleted (no launch or drain in
 /// flight), `accept` takes the fleet's instance types, and the fleet has stayed the same for
-/// `settled_for` (several disruption passes that could have acted did not). The fleet's $/h and
-/// its sorted instance types.
+/// `settled_for` after every node could be disrupted (several disruption passes that could have
+/// acted did not). A node initialized less than [`NOMINATION`] ago is nominated, which keeps the
+/// controller off it, so the quiet time only counts once the youngest node is past that.
 pub async fn settled_fleet(
     ctx: &Ctx,
     pool: &str,
     (app, replicas): (&str, usize),
     (what, timeout, settled_for): (&str, Duration, Duration),
     accept: impl Fn(&[String]) -> Result<(), String>,
-) -> (f64, Vec<String>) {
+) -> SettledFleet {
     let claims: Api<NodeClaim> = Api::all(ctx.kube.clone());
     let stable: std::sync::Mutex<Option<(Instant, Vec<String>)>> = Default::default();
     eventually_why(what, timeout, || async {
@@ -241,24 +254,53 @@ pub async fn settled_fleet(
             return Err(format!("{why}: nodes {types:?} (${price:.4}/h)"));
         }
         let mut last = stable.lock().unwrap();
-        match &*last {
-            Some((since, seen)) if *seen == types => {
-                if since.elapsed() >= settled_for {
-                    Ok((price, types))
-                } else {
-                    Err(format!(
-                        "fleet {types:?} unchanged for {:.0?}",
-                        since.elapsed()
-                    ))
-                }
-            }
+        let since = match &*last {
+            Some((since, seen)) if *seen == types => *since,
             _ => {
                 *last = Some((Instant::now(), types.clone()));
-                Err(format!("fleet changed to {types:?}"))
+                return Err(format!("fleet changed to {types:?}"));
+            }
+        };
+        // Quiet time counts from the fleet's last change or the end of the youngest node's
+        // nomination, whichever is later.
+        let mut quiet = since.elapsed();
+        for claim in &ours {
+            match nomination_ended(claim) {
+                Some(Ok(ago)) => quiet = quiet.min(ago),
+                Some(Err(left)) => {
+                    return Err(format!(
+                        "fleet {types:?} unchanged, a node nominated for another {left:.0?}"
+                    ));
+                }
+                None => return Err(format!("{} not initialized", claim.name_any())),
             }
         }
+        if quiet < settled_for {
+            return Err(format!("fleet {types:?} unchanged for {quiet:.0?}"));
+        }
+        Ok(SettledFleet {
+            price_per_hour: price,
+            types,
+            since,
+        })
     })
     .await
+}
+
+/// How long ago the claim's node stopped being nominated ([`NOMINATION`] after its
+/// `Initialized` condition), or (`Err`) how long it still is; `None` before it is initialized.
+fn nomination_ended(claim: &NodeClaim) -> Option<Result<Duration, Duration>> {
+    let initialized = claim
+        .status
+        .as_ref()?
+        .condition("Initialized")
+        .filter(|c| c.status == "True")?;
+    let until = initialized.last_transition_time.0 + NOMINATION;
+    let ago = k8s_openapi::jiff::Timestamp::now().duration_since(until);
+    Some(match Duration::try_from(ago) {
+        Ok(ago) => Ok(ago),
+        Err(_) => Err(Duration::try_from(-ago).unwrap_or_default()),
+    })
 }
 
 /// The sum of the samples of metric `name` whose labels contain every one of `labels`

@@ -12,7 +12,8 @@ use karpenter_core::api::nodepool::DisruptionReason;
 use karpenter_core::disruption::budgets::BudgetMap;
 use karpenter_core::disruption::candidates::candidates;
 use karpenter_core::disruption::{
-    Action, Command, Destination, Disrupted, DisruptionInput, Kept, KeptReason, Method, Plan,
+    Action, Command, Destination, Disrupted, DisruptionInput, Kept, KeptReason, Method,
+    NOMINATION, Plan,
 };
 use karpenter_core::labels;
 use karpenter_core::snapshot::PodKey;
@@ -26,10 +27,6 @@ pub const DISRUPTION_REASON: &str = "DisruptionReason";
 /// A replacement missing from the model this long after the command started was deleted
 /// (its launch failed): the command is rolled back (Karpenter: 5 s).
 pub const REPLACEMENT_GRACE: Duration = Duration::from_secs(5);
-
-/// How long nodes a command moves pods onto are not candidates themselves (Karpenter: 20 s),
-/// renewed while the command is in flight.
-pub const NOMINATION: Duration = Duration::from_secs(20);
 
 /// A command handed to the orchestration queue.
 #[derive(Clone, Debug, PartialEq)]
