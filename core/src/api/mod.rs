@@ -1,7 +1,8 @@
 //! Karpenter's API types, readable from the same manifests AWS Karpenter reads.
 //!
 //! - [`nodepool`] / [`nodeclaim`]: `karpenter.sh/v1` NodePool and NodeClaim.
-//! - [`v1beta1`]: the `karpenter.sh/v1beta1` NodePool (Karpenter 0.33–0.37) and its conversion.
+//! - [`v1beta1`]: the `karpenter.sh/v1beta1` NodePool and NodeClaim (Karpenter 0.33–0.37) and
+//!   their conversion.
 //! - [`kubelet`]: kubelet overrides, shared with provider node classes.
 //! - [`duration`]: Go duration strings (`"720h"`, `"Never"`).
 //! - [`validation`]: the CRD CEL rules and webhook checks, as pure functions.
@@ -28,7 +29,8 @@ pub use nodepool::{
     NodeClaimTemplateSpec, NodePool, NodePoolSpec, NodePoolStatus, TemplateMetadata,
 };
 pub use v1beta1::{
-    ConversionError, ConvertedNodePool, convert_to_v1, convert_to_v1_with_default_node_class,
+    ConversionError, ConvertedNodePool, convert_node_claim, convert_to_v1,
+    convert_to_v1_with_default_node_class,
 };
 pub use validation::{ValidationError, validate_node_claim, validate_node_pool};
 

@@ -1,4 +1,4 @@
-//! `karpenter.sh/v1beta1` NodePool as Karpenter 0.33–0.37 users write it, and its conversion to
+//! The `karpenter.sh/v1beta1` NodePool as Karpenter 0.33–0.37 users write it, and its conversion to
 //! v1 (what Karpenter v1.0's conversion webhook does, minus the cluster lookups).
 
 use std::collections::BTreeMap;
@@ -10,11 +10,11 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::NODE_CLASS_REFERENCE_ANNOTATION_KEY;
-use super::duration::{GoDuration, NillableDuration};
-use super::kubelet::KubeletConfiguration;
-use super::nodeclaim::{self as v1claim, NodeSelectorRequirementWithMinValues};
-use super::nodepool::{self as v1, TemplateMetadata};
+use crate::api::NODE_CLASS_REFERENCE_ANNOTATION_KEY;
+use crate::api::duration::{GoDuration, NillableDuration};
+use crate::api::kubelet::KubeletConfiguration;
+use crate::api::nodeclaim::{self as v1claim, NodeSelectorRequirementWithMinValues};
+use crate::api::nodepool::{self as v1, TemplateMetadata};
 
 /// Desired state of a v1beta1 NodePool.
 // kube's printcolumn(...) lists repeat `type_ = ...`, which clippy mistakes for duplicates.
@@ -127,7 +127,7 @@ pub struct Disruption {
     #[serde(default)]
     pub consolidation_policy: ConsolidationPolicy,
     /// Node lifetime; defaults to 720h.
-    #[serde(default = "super::nodeclaim::default_expire_after")]
+    #[serde(default = "crate::api::nodeclaim::default_expire_after")]
     pub expire_after: NillableDuration,
     /// Rate limits on voluntary disruption.
     #[serde(default = "default_budgets")]
@@ -140,7 +140,7 @@ impl Default for Disruption {
         Disruption {
             consolidate_after: None,
             consolidation_policy: ConsolidationPolicy::default(),
-            expire_after: super::nodeclaim::default_expire_after(),
+            expire_after: crate::api::nodeclaim::default_expire_after(),
             budgets: default_budgets(),
         }
     }
@@ -205,6 +205,9 @@ pub enum ConversionError {
     /// `nodeClassRef.apiVersion` is not of the form `group/version`.
     #[error("spec.template.spec.nodeClassRef.apiVersion {0:?} is not of the form group/version")]
     InvalidApiVersion(String),
+    /// A NodeClaim's `nodeClassRef.apiVersion` is not of the form `group/version`.
+    #[error("spec.nodeClassRef.apiVersion {0:?} is not of the form group/version")]
+    InvalidNodeClaimApiVersion(String),
     /// `WhenEmpty` without `consolidateAfter` is rejected by the v1beta1 CRD.
     #[error("spec.disruption.consolidateAfter must be set with consolidationPolicy WhenEmpty")]
     MissingConsolidateAfter,
