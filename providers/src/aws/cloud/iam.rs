@@ -208,7 +208,14 @@ pub async fn ensure_instance_profile(
     for other in &roles {
         iam.remove_role_from_instance_profile(name, other).await?;
     }
-    iam.add_role_to_instance_profile(name, role).await?;
+    if let Err(e) = iam.add_role_to_instance_profile(name, role).await {
+        // Another caller (a second reconcile of the same class) may have added it since the
+        // read: IAM then refuses with LimitExceeded (one role per profile). That is success.
+        let now = iam.get_instance_profile(name).await?;
+        if !now.is_some_and(|p| p.roles.iter().any(|r| r == role)) {
+            return Err(e);
+        }
+    }
     Ok(name.to_owned())
 }
 

@@ -212,3 +212,68 @@ async fn ensure_creates_missing_profile_adds_role_and_swaps_a_changed_role() {
         ]
     );
 }
+
+/// A [`FakeIam`] whose first read of a profile is stale: it misses the role another caller
+/// adds between that read and this caller's write.
+struct RaceLost {
+    inner: FakeIam,
+    stale_reads: Mutex<u32>,
+}
+
+#[async_trait]
+impl IamApi for RaceLost {
+    async fn get_instance_profile(&self, name: &str) -> Result<Option<InstanceProfile>, Ec2Error> {
+        let real = self.inner.get_instance_profile(name).await?;
+        let mut stale = self.stale_reads.lock().unwrap();
+        if *stale > 0 {
+            *stale -= 1;
+            return Ok(real.map(|p| InstanceProfile {
+                roles: Vec::new(),
+                ..p
+            }));
+        }
+        Ok(real)
+    }
+    async fn create_instance_profile(
+        &self,
+        name: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), Ec2Error> {
+        self.inner.create_instance_profile(name, tags).await
+    }
+    async fn add_role_to_instance_profile(&self, p: &str, r: &str) -> Result<(), Ec2Error> {
+        self.inner.add_role_to_instance_profile(p, r).await
+    }
+    async fn remove_role_from_instance_profile(&self, p: &str, r: &str) -> Result<(), Ec2Error> {
+        self.inner.remove_role_from_instance_profile(p, r).await
+    }
+}
+
+#[tokio::test]
+async fn ensure_succeeds_when_a_concurrent_caller_added_the_role_first() {
+    let tags = instance_profile_tags("prod", "us-east-1", "default");
+    let iam = RaceLost {
+        inner: FakeIam::default(),
+        stale_reads: Mutex::new(0),
+    };
+    ensure_instance_profile(&iam, "prod_1", "NodeRole", &tags)
+        .await
+        .unwrap();
+    // The other caller's read saw no role; its add is refused (LimitExceeded) but the role is
+    // there, which is all it wanted.
+    *iam.stale_reads.lock().unwrap() = 1;
+    ensure_instance_profile(&iam, "prod_1", "NodeRole", &tags)
+        .await
+        .expect("the role is in place");
+    // A refusal that leaves the profile without our role is still an error (the next
+    // reconcile, reading the profile afresh, swaps the role).
+    *iam.stale_reads.lock().unwrap() = 1;
+    let err = ensure_instance_profile(&iam, "prod_1", "OtherRole", &tags).await;
+    assert!(
+        matches!(&err, Err(Ec2Error::Api { code, .. }) if code == "LimitExceeded"),
+        "{err:?}"
+    );
+    ensure_instance_profile(&iam, "prod_1", "OtherRole", &tags)
+        .await
+        .expect("swapped on the next try");
+}
