@@ -13,6 +13,7 @@ mod crds;
 mod demo;
 mod e2e;
 mod helm;
+mod static_binary;
 mod test;
 
 #[derive(Parser)]
@@ -40,6 +41,9 @@ enum Command {
     E2e(e2e::E2eArgs),
     /// Regenerate crds/ from the Rust API types (`--check`: fail when it is stale).
     Crds(crds::CrdsArgs),
+    /// Build karpenter static (glibc, +crt-static) as the Dockerfile does, check the ELF has no
+    /// interpreter or shared libraries, and run it in a bare chroot as uid 65532 (needs root).
+    StaticCheck(static_binary::StaticCheckArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,6 +56,7 @@ fn main() -> anyhow::Result<()> {
         Command::Aws(args) => aws::run(args),
         Command::E2e(args) => e2e::run(args),
         Command::Crds(args) => crds::run(args),
+        Command::StaticCheck(args) => static_binary::run(args),
     }
 }
 

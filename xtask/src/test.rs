@@ -16,6 +16,10 @@ pub struct TestArgs {
     /// Skip the e2e suite (local control plane + fake AWS; the first run builds Kubernetes).
     #[arg(long)]
     pub no_e2e: bool,
+    /// Skip the static binary check (a second build of `karpenter`, static, run in a chroot;
+    /// needs root).
+    #[arg(long)]
+    pub no_static_check: bool,
 }
 
 fn run(step: &str, cmd: &mut Command) -> anyhow::Result<()> {
@@ -60,6 +64,15 @@ pub fn run_all(args: TestArgs) -> anyhow::Result<()> {
         })?;
         passed += p;
         failed += f;
+    }
+    if !args.no_static_check {
+        // What the container image ships, as far as it can be tested without a container
+        // engine; the dev profile, since being static does not depend on it.
+        eprintln!("==> static binary check");
+        crate::static_binary::run(crate::static_binary::StaticCheckArgs {
+            release: false,
+            binary: None,
+        })?;
     }
     if !args.no_catalog_check {
         run(
