@@ -246,6 +246,13 @@ impl ControllerProcess {
         }
     }
 
+    /// Sends SIGTERM, as the kubelet does to stop a pod; see [`Self::wait_exit`].
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+
     /// Kills the process (as a crash would) and waits for it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -12,8 +12,8 @@ use karpenter_core::api::nodepool::DisruptionReason;
 use karpenter_core::disruption::budgets::BudgetMap;
 use karpenter_core::disruption::candidates::candidates;
 use karpenter_core::disruption::{
-    Action, Command, Destination, Disrupted, DisruptionInput, Kept, KeptReason, Method,
-    NOMINATION, Plan,
+    Action, Command, Destination, Disrupted, DisruptionInput, Kept, KeptReason, Method, NOMINATION,
+    Plan,
 };
 use karpenter_core::labels;
 use karpenter_core::snapshot::PodKey;
