@@ -12,9 +12,8 @@ use super::{AwsCloudProvider, call_error};
 use crate::aws::catalog::Catalog;
 use crate::aws::ec2api::{CapacityType, Ec2Error, Instance, InstanceQuery};
 use crate::aws::fleet::{
-    EKS_CLUSTER_NAME_TAG, FleetLaunchTemplate, FleetPlanInput, MAX_OVERRIDES, NODE_CLAIM_TAG,
-    NODE_CLASS_TAG, SPOT_ROLE_ERROR_CODE, ice_offerings, interpret_outcome, map_call_error,
-    plan_fleet,
+    FleetLaunchTemplate, FleetPlanInput, MAX_OVERRIDES, NODE_CLAIM_TAG, NODE_CLASS_TAG,
+    SPOT_ROLE_ERROR_CODE, ice_offerings, interpret_outcome, map_call_error, plan_fleet,
 };
 use crate::aws::instance_types::{InstanceTypeSettings, instance_type, max_pods};
 use crate::aws::resolve::{Filter, zonal_subnets_for_launch};
@@ -323,13 +322,19 @@ impl AwsCloudProvider {
         Ok(self.to_launched(&instance, data.as_deref(), &mut settings))
     }
 
-    /// `list`: this cluster's Karpenter instances that are not terminated.
+    /// `list`: this cluster's Karpenter instances that are not terminated. Selected as Karpenter
+    /// selects them, by the `karpenter.sh/nodepool` and `kubernetes.io/cluster/<name>` tag keys:
+    /// instances Karpenter 0.3x launched have no `eks:eks-cluster-name` tag, and a list that
+    /// missed them would have garbage collection delete their claims after an upgrade.
     pub(crate) async fn list_instances(&self) -> Result<Vec<LaunchedInstance>, ProviderError> {
         let filters = vec![
             Filter::new("tag-key", [labels::NODE_POOL]),
             Filter::new(
-                format!("tag:{EKS_CLUSTER_NAME_TAG}"),
-                [self.config.cluster.name.as_str()],
+                "tag-key",
+                [format!(
+                    "kubernetes.io/cluster/{}",
+                    self.config.cluster.name
+                )],
             ),
             Filter::new("instance-state-name", LISTED_STATES.iter().copied()),
         ];

@@ -28,7 +28,13 @@ pub(super) fn instance(id: &str, state: &str, cluster: &str) -> Instance {
             (NODE_CLAIM_TAG, "default-abcde"),
             (NODE_CLASS_TAG, "default"),
             (EKS_CLUSTER_NAME_TAG, cluster),
-        ]),
+        ])
+        .into_iter()
+        .chain([(
+            format!("kubernetes.io/cluster/{cluster}"),
+            "owned".to_owned(),
+        )])
+        .collect(),
     }
 }
 
@@ -117,16 +123,22 @@ async fn list_asks_for_this_clusters_live_karpenter_instances() {
         let mut unmanaged = instance("i-5", "running", "prod");
         unmanaged.tags.remove(labels::NODE_POOL);
         s.instances.insert("i-5".into(), unmanaged);
+        // Launched by Karpenter 0.3x: no eks:eks-cluster-name tag yet, still this cluster's.
+        let mut old = instance("i-6", "running", "prod");
+        old.tags.remove(EKS_CLUSTER_NAME_TAG);
+        old.tags
+            .insert("karpenter.sh/managed-by".into(), "prod".into());
+        s.instances.insert("i-6".into(), old);
     });
     let listed = f.provider.list().await.unwrap();
     let ids: Vec<&str> = listed.iter().map(|i| i.instance_id()).collect();
-    assert_eq!(ids, ["i-1", "i-4"]);
+    assert_eq!(ids, ["i-1", "i-4", "i-6"]);
     let queries = f.ec2.with(|s| s.instance_queries.clone());
     assert_eq!(
         queries,
         vec![InstanceQuery::Filters(vec![
             Filter::new("tag-key", ["karpenter.sh/nodepool"]),
-            Filter::new("tag:eks:eks-cluster-name", ["prod"]),
+            Filter::new("tag-key", ["kubernetes.io/cluster/prod"]),
             Filter::new(
                 "instance-state-name",
                 ["pending", "running", "stopping", "stopped", "shutting-down"]
