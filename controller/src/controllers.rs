@@ -15,6 +15,7 @@
 //! | [`interruption`] | deletion of NodeClaims an interruption message dooms; the interruption events (`SpotInterrupted`, `TerminatingOnInterruption`, …); interrupted spot offerings in the provider's unavailable cache |
 //! | [`cluster_metrics`] | the node, pod and NodePool gauges of the dashboards (`karpenter_nodes_allocatable`, `_total_pod_requests`, `_total_daemon_requests`, `karpenter_pods_state`, `karpenter_nodepools_usage`/`_limit`, `karpenter_cluster_state_node_count`) |
 //! | [`expiration`] | deletion of expired NodeClaims (`expireAfter` passed; forceful, unbudgeted) |
+//! | [`claim_migration`] | the spec and metadata of NodeClaims Karpenter 0.3x left with a v1beta1 body (rewritten once as v1) |
 //! | [`hash`] | the NodePool / EC2NodeClass hash and hash-version annotations, on the pools and classes and on NodeClaims (rewritten only when the claim's version is not current) |
 
 use std::time::Duration;
@@ -23,6 +24,7 @@ use futures::Stream;
 
 pub mod backoff;
 pub mod claim_disruption;
+pub mod claim_migration;
 pub mod cluster_metrics;
 pub mod conditions;
 pub mod disruption;

@@ -1,7 +1,9 @@
 //! `karpenter crds`: the CustomResourceDefinitions, generated from the Rust API types.
 //!
-//! One CRD per kind, with Karpenter's file names. NodePool and EC2NodeClass serve two versions
-//! from one CRD (v1 stored, v1beta1 served and deprecated). The output targets Kubernetes 1.20
+//! One CRD per kind, with Karpenter's file names. Each serves two versions (v1 stored, v1beta1
+//! served and deprecated), so applying them over Karpenter 0.36's v1beta1 CRDs is accepted (the
+//! API server refuses a CRD that drops a version still in `status.storedVersions`) and the
+//! objects 0.36 wrote stay readable. The output targets Kubernetes 1.20
 //! (apiextensions.k8s.io/v1 without CEL), so `x-kubernetes-validations` are stripped; the
 //! controller runs the same checks in process (`karpenter_core::api::validate_node_pool`).
 //! The checked-in copies live in `crds/` and are refreshed by `cargo xtask crds`.
@@ -51,9 +53,14 @@ pub fn generate() -> Vec<CrdFile> {
         aws_api::v1beta1::EC2NodeClass::crd(),
         "karpenter.k8s.aws/v1beta1 EC2NodeClass is deprecated; migrate to karpenter.k8s.aws/v1",
     );
+    let node_claim = merge_versions(
+        core_api::NodeClaim::crd(),
+        core_api::v1beta1::NodeClaim::crd(),
+        "karpenter.sh/v1beta1 NodeClaim is deprecated; the controller rewrites its NodeClaims to karpenter.sh/v1",
+    );
     vec![
         render("karpenter.sh_nodepools.yaml", &node_pool),
-        render("karpenter.sh_nodeclaims.yaml", &core_api::NodeClaim::crd()),
+        render("karpenter.sh_nodeclaims.yaml", &node_claim),
         render("karpenter.k8s.aws_ec2nodeclasses.yaml", &ec2_node_class),
     ]
 }

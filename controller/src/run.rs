@@ -26,7 +26,7 @@ use crate::controllers::interruption::{self, InterruptionContext};
 use crate::controllers::lifecycle::{self, LifecycleContext};
 use crate::controllers::termination::{self, TerminationContext};
 use crate::controllers::{
-    cluster_metrics, gc, hash, nodeclass_status, nodepool_status, provisioner,
+    claim_migration, cluster_metrics, gc, hash, nodeclass_status, nodepool_status, provisioner,
 };
 use crate::model::ClusterState;
 use crate::runtime::aws_sdk;
@@ -307,6 +307,11 @@ fn start_controllers(
         instance: std::env::var("POD_NAME").ok(),
     };
     let recorder = Recorder::new(client.clone(), reporter);
+    // First, so Karpenter 0.3x's claims are writable before the others need to write them.
+    controllers.spawn(
+        "nodeclaim.migration",
+        claim_migration::run(client.clone(), state.clone()),
+    );
     controllers.spawn(
         "provisioner",
         provisioner::Provisioner::new(

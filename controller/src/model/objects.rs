@@ -57,25 +57,43 @@ pub fn node_claim_resource() -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk(api::GROUP, "v1", "NodeClaim"))
 }
 
-/// Reads a NodeClaim body as v1. A `v1beta1` body (Karpenter 0.3x: `nodeClassRef.apiVersion`
-/// instead of `group`) is converted as Karpenter v1's conversion webhook does; anything else
-/// that does not decode is an error naming the object.
+/// The NodeClaim resource at v1beta1 (served, for the claims Karpenter 0.3x wrote).
+pub fn node_claim_resource_v1beta1() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(api::GROUP, "v1beta1", "NodeClaim"))
+}
+
+/// True when a NodeClaim body has Karpenter 0.3x's v1beta1 shape: its `nodeClassRef` has no
+/// `group` (v1 requires one).
+pub fn is_v1beta1_node_claim(body: &Value) -> bool {
+    body["spec"]["nodeClassRef"].get("group").is_none()
+}
+
+/// Reads a NodeClaim body as v1. A v1beta1 body (Karpenter 0.3x) is converted as
+/// [`api::convert_node_claim`] does without its pool, so it does not expire until the claim
+/// migration rewrites it with its pool's `expireAfter` (moments after the leader starts);
+/// anything that does not decode is an error naming the object.
 pub fn read_node_claim(obj: &DynamicObject) -> Result<NodeClaim, String> {
+    v1_node_claim(obj, None)
+}
+
+/// `obj` as a v1 NodeClaim; a v1beta1 body is converted with `pool` (its NodePool) supplying
+/// `expireAfter` and `terminationGracePeriod`. The error names the object and the field.
+pub fn v1_node_claim(
+    obj: &DynamicObject,
+    pool: Option<&api::NodePool>,
+) -> Result<NodeClaim, String> {
     let name = obj.metadata.name.clone().unwrap_or_default();
     let mut value = body(obj);
+    if is_v1beta1_node_claim(&value) {
+        value["apiVersion"] = format!("{}/v1beta1", api::GROUP).into();
+        value["kind"] = "NodeClaim".into();
+        let old: api::v1beta1::NodeClaim = serde_json::from_value(value)
+            .map_err(|e| format!("NodeClaim/{name} (v1beta1): {e}"))?;
+        return api::convert_node_claim(&old, pool, (nodeclass::GROUP, "EC2NodeClass"))
+            .map_err(|e| format!("NodeClaim/{name} (v1beta1): {e}"));
+    }
     value["apiVersion"] = format!("{}/v1", api::GROUP).into();
     value["kind"] = "NodeClaim".into();
-    let class_ref = &mut value["spec"]["nodeClassRef"];
-    if class_ref.get("group").is_none()
-        && let Some(group) = class_ref["apiVersion"]
-            .as_str()
-            .map(|v| v.split('/').next().unwrap_or_default().to_owned())
-    {
-        class_ref["group"] = group.into();
-        if class_ref.get("kind").is_none() {
-            class_ref["kind"] = "EC2NodeClass".into();
-        }
-    }
     serde_json::from_value(value).map_err(|e| format!("NodeClaim/{name}: {e}"))
 }
 

@@ -2,7 +2,7 @@
 //! reads, a broadcast of changed objects that controllers subscribe to instead of opening
 //! watches of their own, and per-kind watch health for metrics and readiness.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
@@ -33,6 +33,7 @@ where
     /// Every object, as of the last event.
     pub store: Store<K>,
     changes: broadcast::Sender<Arc<K>>,
+    undecoded: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl<K> Watched<K>
@@ -40,6 +41,16 @@ where
     K: Resource + Clone + Send + Sync + 'static,
     K::DynamicType: Eq + Hash + Clone,
 {
+    /// Names of the objects the API server has but the store lacks because they do not decode
+    /// (always empty for a typed watch). Whoever acts on the absence of an object (garbage
+    /// collection) must hold back while this is not empty.
+    pub fn undecoded(&self) -> BTreeSet<String> {
+        self.undecoded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// The objects that change from now on (added, modified or deleted). A subscriber that
     /// falls more than a few thousand changes behind skips some, with a warning.
     pub fn changes(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
@@ -160,7 +171,11 @@ where
             }
         }
     });
-    Watched { store, changes }
+    Watched {
+        store,
+        changes,
+        undecoded: Default::default(),
+    }
 }
 
 /// Spawns an untyped watch of a custom resource whose objects are decoded one by one: an
@@ -186,24 +201,42 @@ where
     let tx = changes.clone();
     let ctx = ctx.clone();
     let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+    let undecoded: Arc<Mutex<BTreeSet<String>>> = Default::default();
+    let mut failures = DecodeFailures::new(undecoded.clone());
     tasks.spawn(format!("watch {kind}"), async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             ctx.report(&kind, &event);
             let Ok(event) = event else { continue };
-            let read = |o: &DynamicObject| match decode(o) {
-                Ok(k) => Some(k),
-                Err(e) => {
-                    tracing::warn!(kind = %kind, error = %e, "object left out of the cluster model");
-                    None
+            let mut read = |o: &DynamicObject| {
+                let name = o.metadata.name.as_deref().unwrap_or_default();
+                match decode(o) {
+                    Ok(k) => {
+                        failures.note(name, true);
+                        Some(k)
+                    }
+                    Err(e) => {
+                        tracing::warn!(kind = %kind, error = %e, "object left out of the cluster model");
+                        failures.note(name, false);
+                        None
+                    }
                 }
             };
-            let decoded = match event {
-                Event::Apply(o) => read(&o).map(Event::Apply),
-                Event::InitApply(o) => read(&o).map(Event::InitApply),
-                Event::Delete(o) => Some(Event::Delete(decode(&o).unwrap_or_else(|_| placeholder(&o)))),
-                Event::Init => Some(Event::Init),
-                Event::InitDone => Some(Event::InitDone),
+            let decoded = match &event {
+                Event::Apply(o) => read(o).map(Event::Apply),
+                Event::InitApply(o) => read(o).map(Event::InitApply),
+                Event::Delete(o) => {
+                    failures.note(o.metadata.name.as_deref().unwrap_or_default(), true);
+                    Some(Event::Delete(decode(o).unwrap_or_else(|_| placeholder(o))))
+                }
+                Event::Init => {
+                    failures.relist_started();
+                    Some(Event::Init)
+                }
+                Event::InitDone => {
+                    failures.relist_done();
+                    Some(Event::InitDone)
+                }
             };
             if let Some(event) = decoded {
                 writer.apply_watcher_event(&event);
@@ -211,7 +244,48 @@ where
             }
         }
     });
-    Watched { store, changes }
+    Watched {
+        store,
+        changes,
+        undecoded,
+    }
+}
+
+/// The names of the objects of an untyped watch that do not decode, kept as the store keeps
+/// objects: during a (re)list the names are gathered apart and swapped in at its end.
+struct DecodeFailures {
+    live: Arc<Mutex<BTreeSet<String>>>,
+    relisting: Option<BTreeSet<String>>,
+}
+
+impl DecodeFailures {
+    fn new(live: Arc<Mutex<BTreeSet<String>>>) -> Self {
+        DecodeFailures {
+            live,
+            relisting: None,
+        }
+    }
+
+    /// Object `name` was read (`ok`: it decoded) or deleted (`ok` too: nothing is missing).
+    fn note(&mut self, name: &str, ok: bool) {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let set = self.relisting.as_mut().unwrap_or(&mut live);
+        if ok {
+            set.remove(name);
+        } else {
+            set.insert(name.to_owned());
+        }
+    }
+
+    fn relist_started(&mut self) {
+        self.relisting = Some(BTreeSet::new());
+    }
+
+    fn relist_done(&mut self) {
+        if let Some(names) = self.relisting.take() {
+            *self.live.lock().unwrap_or_else(|e| e.into_inner()) = names;
+        }
+    }
 }
 
 fn publish<K>(event: &Event<K>, tx: &broadcast::Sender<Arc<K>>, notify: Option<&Notify>)
@@ -224,5 +298,39 @@ where
     }
     if let Some(n) = notify {
         n.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(live: &Arc<Mutex<BTreeSet<String>>>) -> Vec<String> {
+        live.lock().unwrap().iter().cloned().collect()
+    }
+
+    #[test]
+    fn an_object_that_does_not_decode_is_missing_until_it_decodes_or_goes() {
+        let live = Arc::new(Mutex::new(BTreeSet::new()));
+        let mut f = DecodeFailures::new(live.clone());
+        f.note("a", false);
+        f.note("b", false);
+        assert_eq!(names(&live), ["a", "b"]);
+        f.note("a", true); // fixed
+        f.note("b", true); // deleted
+        assert!(names(&live).is_empty());
+    }
+
+    #[test]
+    fn a_relist_replaces_the_names_only_when_it_is_done() {
+        let live = Arc::new(Mutex::new(BTreeSet::new()));
+        let mut f = DecodeFailures::new(live.clone());
+        f.note("gone-meanwhile", false);
+        f.relist_started();
+        f.note("still-bad", false);
+        // Until the relist ends the earlier view holds (as the store's objects do).
+        assert_eq!(names(&live), ["gone-meanwhile"]);
+        f.relist_done();
+        assert_eq!(names(&live), ["still-bad"]);
     }
 }

@@ -131,6 +131,19 @@ pub fn collect_with_pools(
     }
 }
 
+/// A claim the model could not read still owns its instance, and there is no telling which: while
+/// any claim is `unread`, no instance counts as leaked. Takes them out of `decision` and
+/// returns them.
+pub fn hold_back_for_unread_claims(
+    decision: &mut Collection,
+    unread: &BTreeSet<String>,
+) -> Vec<String> {
+    if unread.is_empty() {
+        return Vec::new();
+    }
+    std::mem::take(&mut decision.leaked_instances)
+}
+
 #[cfg(test)]
 #[path = "decide_tests.rs"]
 mod tests;

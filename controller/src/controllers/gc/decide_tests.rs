@@ -139,3 +139,20 @@ fn claims_of_a_nodepool_that_is_gone_are_deleted() {
     let got = collect_with_pools(&instances, &claims, Some(&with_pool), 1_000, GRACE);
     assert!(got.orphaned_claims.is_empty());
 }
+
+#[test]
+fn no_instance_is_leaked_while_a_claim_does_not_read() {
+    // i-036 belongs to a claim the model could not read, so no claim here records it.
+    let instances = vec![instance("i-036", Some("staging-x036k"), 0)];
+    let claims = vec![claim("a", Some("aws:///us-east-1a/i-owned"), 0)];
+    let mut got = collect(&instances, &claims, 1_000, GRACE);
+    assert_eq!(got.leaked_instances, ["aws:///us-east-1a/i-036"]);
+    let unread = BTreeSet::from(["staging-x036k".to_owned()]);
+    let held = hold_back_for_unread_claims(&mut got, &unread);
+    assert_eq!(held, ["aws:///us-east-1a/i-036"]);
+    assert!(got.leaked_instances.is_empty());
+    // Once every claim reads, leaks are collected again.
+    let mut again = collect(&instances, &claims, 1_000, GRACE);
+    assert!(hold_back_for_unread_claims(&mut again, &BTreeSet::new()).is_empty());
+    assert_eq!(again.leaked_instances.len(), 1);
+}

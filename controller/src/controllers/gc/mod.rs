@@ -15,7 +15,7 @@ use crate::model::ClusterState;
 
 mod decide;
 
-pub use decide::{Collection, collect, collect_with_pools};
+pub use decide::{Collection, collect, collect_with_pools, hold_back_for_unread_claims};
 
 /// Runs a collection every `interval`.
 pub async fn run(
@@ -51,7 +51,16 @@ pub async fn collect_once(
         .iter()
         .filter_map(|p| p.metadata.name.clone())
         .collect();
-    let decision = collect_with_pools(&instances, &claims, Some(&pools), now, grace);
+    let mut decision = collect_with_pools(&instances, &claims, Some(&pools), now, grace);
+    let unread = state.node_claims.undecoded();
+    let held = hold_back_for_unread_claims(&mut decision, &unread);
+    if !held.is_empty() {
+        tracing::warn!(
+            nodeclaims = ?unread,
+            instances = ?held,
+            "NodeClaims that do not read: not terminating instances without a claim until they do"
+        );
+    }
     // Only the instance: its Node (if it ever registered, it is not ours: no claim took it
     // over) goes with the instance, through the cloud's node lifecycle. Nodes leave the
     // cluster through termination alone.

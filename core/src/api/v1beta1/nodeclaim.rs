@@ -123,7 +123,8 @@ pub struct KnativeCondition {
 /// - `kubelet` → the `compatibility.karpenter.sh/v1beta1-kubelet-conversion` annotation (the node
 ///   already runs with it; in v1 kubelet settings belong to the node class);
 /// - knative conditions → `metav1.Condition`s: an absent `reason` becomes the type (v1 requires
-///   one), an absent `message` empty, an absent `lastTransitionTime` the claim's creation;
+///   one), an absent or empty `message` [`CONVERTED_MESSAGE`], an absent `lastTransitionTime`
+///   the claim's creation;
 /// - `expireAfter` and `terminationGracePeriod` from `pool`, the claim's NodePool in v1 form (0.36
 ///   read both from the pool, so the node keeps the lifetime it was launched under); without a
 ///   pool, `expireAfter: Never`: expiring a node on a guessed lifetime would drain it for nothing.
@@ -189,9 +190,15 @@ pub fn convert_node_claim(
     })
 }
 
+/// The message of a converted condition that had none. Not empty: Kubernetes 1.20 turns a
+/// stored empty `message` into null when it validates a later update through v1, which the v1
+/// schema refuses (seen on the e2e API server), so an empty message would block the rewrite.
+pub const CONVERTED_MESSAGE: &str = "converted from karpenter.sh/v1beta1";
+
 impl KnativeCondition {
     /// This condition with what `metav1.Condition` requires filled in: an absent `reason`
-    /// becomes the type, an absent `message` empty, an absent `lastTransitionTime` `created`.
+    /// becomes the type, an absent or empty `message` [`CONVERTED_MESSAGE`], an absent
+    /// `lastTransitionTime` `created`.
     pub fn completed(&self, created: &Time) -> KnativeCondition {
         KnativeCondition {
             reason: Some(
@@ -200,7 +207,12 @@ impl KnativeCondition {
                     .filter(|r| !r.is_empty())
                     .unwrap_or_else(|| self.type_.clone()),
             ),
-            message: Some(self.message.clone().unwrap_or_default()),
+            message: Some(
+                self.message
+                    .clone()
+                    .filter(|m| !m.is_empty())
+                    .unwrap_or_else(|| CONVERTED_MESSAGE.to_owned()),
+            ),
             last_transition_time: Some(
                 self.last_transition_time
                     .clone()
@@ -213,7 +225,7 @@ impl KnativeCondition {
     /// True when [`Self::completed`] would change nothing.
     pub fn is_complete(&self) -> bool {
         self.reason.as_ref().is_some_and(|r| !r.is_empty())
-            && self.message.is_some()
+            && self.message.as_ref().is_some_and(|m| !m.is_empty())
             && self.last_transition_time.is_some()
     }
 }
@@ -348,8 +360,8 @@ spec:
         assert_eq!(
             conditions,
             [
-                ("Launched", "True", "Launched", ""),
-                ("Initialized", "True", "Ready", ""),
+                ("Launched", "True", "Launched", CONVERTED_MESSAGE),
+                ("Initialized", "True", "Ready", CONVERTED_MESSAGE),
                 ("Drifted", "False", "NotDrifted", "not drifted"),
             ]
         );
