@@ -4,6 +4,7 @@
 //! moto as the fake AWS endpoint (`cargo xtask aws`), writes the environment file described in
 //! [`env`], and runs this crate's tests. None of this ships in the controller.
 
+pub mod chart;
 pub mod contract;
 pub mod controller;
 pub mod dashboards;

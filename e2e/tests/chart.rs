@@ -5,14 +5,13 @@
 //! admin), provisions and consolidates, and SubjectAccessReviews show what that account may and
 //! may not do. Needs `HELM` (set by `cargo xtask e2e`) and, for the install, the e2e bed.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::ClusterRole;
+use karpenter_e2e::chart::*;
 use karpenter_e2e::controller::{ControllerProcess, install_crds, repo_root};
 use karpenter_e2e::harness::*;
 use karpenter_e2e::scenario::*;
@@ -20,45 +19,6 @@ use kube_client::api::{Api, ListParams, PostParams};
 use serde::Deserialize;
 use serde_json::json;
 use serde_yaml::Value;
-
-const ROLE_ARN: &str = "arn:aws:iam::111122223333:role/KarpenterControllerRole-prod";
-
-fn helm() -> PathBuf {
-    PathBuf::from(
-        std::env::var_os("HELM")
-            .expect("HELM is not set: run the e2e tests through `cargo xtask e2e`"),
-    )
-}
-
-fn chart() -> PathBuf {
-    repo_root().join("charts/karpenter")
-}
-
-fn values_file() -> PathBuf {
-    repo_root().join("e2e/tests/fixtures/seed-values.yaml")
-}
-
-/// The seed's `--set` flags, as typed in its shell.
-fn seed_flags(cluster: &str, endpoint: &str) -> String {
-    format!(
-        "-f {values} --set serviceAccount.annotations.\"eks\\.amazonaws\\.com/role-arn\"=\"{ROLE_ARN}\" \
-         --set settings.clusterName={cluster} --set settings.clusterEndpoint='{endpoint}' \
-         --set settings.interruptionQueue=\"{cluster}-interruptions\"",
-        values = values_file().display()
-    )
-}
-
-/// Runs `helm <args>` through `sh -c`; its stdout, or a panic with stderr.
-fn sh_helm(args: &str) -> String {
-    let line = format!("{} {args}", helm().display());
-    let out = Command::new("sh").args(["-c", &line]).output().expect("sh");
-    assert!(
-        out.status.success(),
-        "{line}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// `helm template karpenter <chart> -n karpenter <args>`, as (kind/name → object).
 fn render(args: &str) -> Vec<Value> {
@@ -324,43 +284,6 @@ async fn can(
     out.status.map(|s| s.allowed).unwrap_or(false)
 }
 
-/// A kubeconfig for the bed's API server with the ServiceAccount's token.
-async fn service_account_kubeconfig(ctx: &Ctx) -> PathBuf {
-    let sas: Api<ServiceAccount> = Api::namespaced(ctx.kube.clone(), "karpenter");
-    let secret_name = eventually(
-        "the ServiceAccount's token Secret",
-        Duration::from_secs(60),
-        || async {
-            let sa = sas.get("karpenter").await.ok()?;
-            sa.secrets?.first()?.name.clone()
-        },
-    )
-    .await;
-    let secrets: Api<Secret> = Api::namespaced(ctx.kube.clone(), "karpenter");
-    let secret = secrets.get(&secret_name).await.expect("token Secret");
-    let token = String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap();
-    let admin: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(&ctx.env.cluster.kubeconfig).unwrap())
-            .unwrap();
-    let config = json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "bed", "cluster": {
-            "server": ctx.env.cluster.server,
-            "certificate-authority-data": admin["clusters"][0]["cluster"]["certificate-authority-data"].as_str(),
-        }}],
-        "users": [{"name": "karpenter", "user": {"token": token}}],
-        "contexts": [{"name": "karpenter", "context": {"cluster": "bed", "user": "karpenter"}}],
-        "current-context": "karpenter",
-    });
-    let path = ctx
-        .env
-        .state_dir
-        .join(format!("kubeconfig-karpenter-sa-{}", ctx.id));
-    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
-    path
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_controller_provisions_and_consolidates_with_the_charts_rbac_alone() {
     karpenter_e2e::install_crypto_provider();
@@ -374,13 +297,7 @@ async fn the_controller_provisions_and_consolidates_with_the_charts_rbac_alone()
             seed_flags(&ctx.env.aws.cluster_name, &ctx.env.cluster.server),
         );
         sh_helm(&install);
-        struct Uninstall(String);
-        impl Drop for Uninstall {
-            fn drop(&mut self) {
-                let _ = Command::new(helm()).args(["uninstall", "karpenter", "--namespace", "karpenter", "--kubeconfig", &self.0]).output();
-            }
-        }
-        let _uninstall = Uninstall(kubeconfig.clone());
+        let _uninstall = Release { kubeconfig: kubeconfig.clone() };
 
         // What the account may do, and what it may not.
         let allowed = [
