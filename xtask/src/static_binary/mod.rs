@@ -316,36 +316,28 @@ impl Drop for ChrootBed {
     }
 }
 
-/// `karpenter --version` exits 0 and names itself.
-fn check_version(bed: &ChrootBed) -> Result<String> {
-    let out = bed
-        .command(&["--version"], &[])
-        .output()
-        .context("starting chroot")?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
+/// Runs `karpenter <args>` in the chroot; its stdout when it exits 0.
+fn run_ok(bed: &ChrootBed, args: &[&str]) -> Result<String> {
+    let out = bed.command(args, &[]).output().context("starting chroot")?;
     ensure!(
         out.status.success(),
         "exit {}: {}",
         out.status,
         String::from_utf8_lossy(&out.stderr).trim()
     );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `karpenter --version` exits 0 and names itself.
+fn check_version(bed: &ChrootBed) -> Result<String> {
+    let stdout = run_ok(bed, &["--version"])?;
     ensure!(stdout.starts_with("karpenter "), "printed {stdout:?}");
     Ok(format!("{:?}", stdout.trim()))
 }
 
 /// `karpenter crds` prints the three CustomResourceDefinitions.
 fn check_crds(bed: &ChrootBed) -> Result<String> {
-    let out = bed
-        .command(&["crds"], &[])
-        .output()
-        .context("starting chroot")?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    ensure!(
-        out.status.success(),
-        "exit {}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
+    let stdout = run_ok(bed, &["crds"])?;
     let count = stdout.matches("kind: CustomResourceDefinition").count();
     ensure!(count == 3, "{count} CRDs printed, expected 3");
     let names = [
