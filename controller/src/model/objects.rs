@@ -299,6 +299,8 @@ status: {providerID: 'aws:///us-east-1a/i-1'}
         );
         let claim = read_node_claim(&old).expect("v1beta1 converts");
         assert_eq!(claim.spec.node_class_ref.group, "karpenter.k8s.aws");
+        // Read before its migration, it never expires.
+        assert!(claim.spec.expire_after.is_never());
         assert_eq!(claim.spec.node_class_ref.name, "default");
         assert_eq!(
             claim.status.and_then(|s| s.provider_id).as_deref(),
@@ -314,7 +316,11 @@ spec: {requirements: 7}
 "#,
         );
         let err = read_node_claim(&broken).expect_err("does not decode");
-        assert!(err.starts_with("NodeClaim/broken: "), "{err}");
+        // No nodeClassRef.group: read as v1beta1, and the error says so.
+        assert!(
+            err.starts_with("NodeClaim/broken (v1beta1): ") && err.contains("expected a sequence"),
+            "{err}"
+        );
         let stand_in = node_claim_placeholder(&broken);
         assert_eq!(stand_in.metadata.name.as_deref(), Some("broken"));
     }
