@@ -10,6 +10,7 @@ mod claims;
 mod decision;
 mod fasthash;
 mod new_nodes;
+pub mod optimal;
 mod output;
 mod packing;
 mod pools;
