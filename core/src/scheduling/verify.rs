@@ -969,35 +969,51 @@ impl<'a> Ctx<'a> {
             {
                 continue;
             }
-            let mut reqs = pool.requirements.clone();
-            reqs.add_all(&pod.node_selector);
-            reqs.add_all(&pod.volume_requirements);
-            let type_ok = reqs.iter().all(|(k, r)| {
-                k == labels::ZONE
-                    || k == labels::CAPACITY_TYPE
-                    || it.requirements.get(k).is_none_or(|have| have.intersects(r))
-            });
-            if !type_ok {
-                continue;
-            }
-            if key == labels::ZONE || key == labels::CAPACITY_TYPE {
-                for o in allowed_offerings(it, &reqs) {
-                    out.insert(if key == labels::ZONE {
-                        o.zone.clone()
-                    } else {
-                        o.capacity_type.clone()
-                    });
+            let mut base = pool.requirements.clone();
+            base.add_all(&pod.node_selector);
+            base.add_all(&pod.volume_requirements);
+            // nodeAffinityPolicy Honor (the default): a domain counts only where the pod's
+            // required node affinity lets it run; its terms are ORed.
+            let terms: Vec<Requirements> = if pod.required_node_affinity.is_empty() {
+                vec![base]
+            } else {
+                pod.required_node_affinity
+                    .iter()
+                    .map(|term| {
+                        let mut reqs = base.clone();
+                        reqs.add_all(term);
+                        reqs
+                    })
+                    .collect()
+            };
+            for reqs in &terms {
+                let type_ok = reqs.iter().all(|(k, r)| {
+                    k == labels::ZONE
+                        || k == labels::CAPACITY_TYPE
+                        || it.requirements.get(k).is_none_or(|have| have.intersects(r))
+                });
+                if !type_ok {
+                    continue;
                 }
-            } else if allowed_offerings(it, &reqs).next().is_some() {
-                let v = it
-                    .requirements
-                    .get(key)
-                    .or_else(|| reqs.get(key))
-                    .map(finite_or_open);
-                if let Some(LabelValue::Values(vs)) = v {
-                    out.extend(vs);
-                } else if let Some(v) = pool.labels.get(key) {
-                    out.insert(v.clone());
+                if key == labels::ZONE || key == labels::CAPACITY_TYPE {
+                    for o in allowed_offerings(it, reqs) {
+                        out.insert(if key == labels::ZONE {
+                            o.zone.clone()
+                        } else {
+                            o.capacity_type.clone()
+                        });
+                    }
+                } else if allowed_offerings(it, reqs).next().is_some() {
+                    let v = it
+                        .requirements
+                        .get(key)
+                        .or_else(|| reqs.get(key))
+                        .map(finite_or_open);
+                    if let Some(LabelValue::Values(vs)) = v {
+                        out.extend(vs);
+                    } else if let Some(v) = pool.labels.get(key) {
+                        out.insert(v.clone());
+                    }
                 }
             }
         }
