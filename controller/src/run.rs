@@ -323,6 +323,7 @@ fn start_controllers(
             settings.batch_idle_duration,
             settings.batch_max_duration,
         )
+        .with_solve_options(settings.solve_options())
         .run(),
     );
     controllers.spawn(

@@ -24,7 +24,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use karpenter_core::ingest::{Manifest, build_snapshot, parse_manifests};
-use karpenter_core::scheduling::{Decision, Packing, SolveOptions, report, solve};
+use karpenter_core::scheduling::{
+    Burstable, Decision, FleetBound, SolveOptions, fleet_bound, report, solve,
+};
 use karpenter_core::snapshot::Snapshot;
 use karpenter_providers::aws::catalog::{Catalog, CatalogError};
 
@@ -32,6 +34,7 @@ pub use disruption::{DisruptionPlan, DisruptionSettings};
 pub use nodeclasses::PoolInfo;
 
 use crate::runtime::settings::FeatureGates;
+pub use crate::runtime::settings::{PackingArg, parse_burstable};
 
 /// Exit code for invalid input (unreadable files, bad manifests, a missing node class).
 pub const EXIT_INVALID_INPUT: u8 = 2;
@@ -78,9 +81,19 @@ pub struct SimulateArgs {
     pub max_pods_listed: usize,
     /// How new nodes are filled: `karpenter` (Karpenter's rule: a node takes pods while any
     /// instance type still fits), `cost-aware` (open another node rather than grow one by more
-    /// than a new node would cost; greedy) or `cheapest` (both, keep the cheaper plan).
+    /// than a new node would cost; greedy), `cheapest` (both, keep the cheaper plan) or
+    /// `optimal` (Karpenter's rule, then the unconstrained pods' nodes re-packed from the
+    /// configuration LP when that is cheaper).
     #[arg(long, value_enum, default_value_t = PackingArg::Karpenter)]
     pub packing: PackingArg,
+    /// $/h the optimal packer adds to every node while comparing fleets, for the costs many
+    /// small nodes bring that prices do not show (default 0).
+    #[arg(long, value_name = "USD_PER_HOUR", default_value_t = 0.0)]
+    pub node_cost: f64,
+    /// Burstable (`t`) types in the optimal packer: `allow`, `exclude`, or `derate=F` to count
+    /// only the fraction F of their CPU.
+    #[arg(long, value_name = "allow|exclude|derate=F", default_value = "allow", value_parser = parse_burstable)]
+    pub burstable: Burstable,
     /// The time the disruption plan is made for (RFC 3339, e.g. 2026-12-07T12:00:00Z);
     /// default: now. Decides expiry, `consolidateAfter` and budget schedules.
     #[arg(long, value_name = "RFC3339")]
@@ -101,27 +114,6 @@ pub struct SimulateArgs {
     /// for no cap (beyond Karpenter, which caps at 100).
     #[arg(long, value_name = "N|all", default_value = "100", value_parser = crate::runtime::settings::parse_candidate_cap)]
     pub multi_node_candidates: crate::runtime::settings::CandidateCap,
-}
-
-/// `--packing` values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum PackingArg {
-    /// Karpenter's first-fit growth.
-    Karpenter,
-    /// Grow a node only while that is no dearer than a new one.
-    CostAware,
-    /// Solve both ways and keep the cheaper plan.
-    Cheapest,
-}
-
-impl From<PackingArg> for Packing {
-    fn from(p: PackingArg) -> Packing {
-        match p {
-            PackingArg::Karpenter => Packing::Karpenter,
-            PackingArg::CostAware => Packing::CostAware,
-            PackingArg::Cheapest => Packing::Cheapest,
-        }
-    }
 }
 
 /// `--output` values.
@@ -195,6 +187,8 @@ pub struct Plan {
     pub skipped: Vec<String>,
     /// What disruption would do to the manifests' managed nodes, if there are any.
     pub disruption: Option<DisruptionPlan>,
+    /// The lowest cost any fleet for the pods the decision puts on new nodes could have.
+    pub bound: Option<FleetBound>,
 }
 
 /// Reads the files and directories named on the command line, in order.
@@ -278,6 +272,7 @@ pub fn plan(
     .map_err(SimulateError::Invalid)?;
     let snapshot = build.snapshot;
     let decision = solve(&snapshot, options);
+    let bound = fleet_bound(&snapshot, &decision, options);
     let skipped = manifests
         .iter()
         .filter(|m| matches!(m, Manifest::Other { .. }))
@@ -304,6 +299,7 @@ pub fn plan(
         catalog_types: catalog.instance_types.len(),
         skipped,
         disruption,
+        bound,
     })
 }
 
@@ -348,11 +344,31 @@ pub fn render_text(plan: &Plan, max_pods_listed: usize) -> String {
         header(plan),
         report::render_text(&plan.snapshot, &plan.decision, max_pods_listed)
     );
+    if let Some(b) = &plan.bound {
+        out.push_str(&bound_line(b));
+    }
     if let Some(d) = &plan.disruption {
         out.push('\n');
         out.push_str(&disruption::render_text(d));
     }
     out
+}
+
+/// "No fleet for these N pods costs less than $X/h; this plan is within Y%."
+pub fn bound_line(b: &FleetBound) -> String {
+    let within = match b.gap() {
+        Some(gap) => format!("; this plan is within {:.1}% of it", gap.max(0.0) * 100.0),
+        None => String::new(),
+    };
+    let loose = if b.converged {
+        ""
+    } else {
+        " (the LP search stopped early: the bound is valid, only looser)"
+    };
+    format!(
+        "Lower bound: no fleet for these {} pods costs less than ${:.4}/h{within}{loose}\n",
+        b.pods, b.bound
+    )
 }
 
 /// The JSON output.
@@ -422,8 +438,16 @@ fn gather_sources(args: &SimulateArgs) -> Result<Vec<Source>, SimulateError> {
 fn run(args: &SimulateArgs) -> Result<String, SimulateError> {
     let sources = gather_sources(args)?;
     let (catalog, origin) = load_catalog(args)?;
+    if !(args.node_cost.is_finite() && args.node_cost >= 0.0) {
+        return Err(SimulateError::Invalid(vec![format!(
+            "--node-cost {}: must be a non-negative amount",
+            args.node_cost
+        )]));
+    }
     let options = SolveOptions {
         packing: args.packing.into(),
+        node_cost: args.node_cost,
+        burstable: args.burstable,
         ..SolveOptions::default()
     };
     let settings = disruption_settings(args)?;

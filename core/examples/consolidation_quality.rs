@@ -7,10 +7,9 @@
 //! 100-candidate multi-node cap, no spot-to-spot) and applies the plan with
 //! `fixtures::apply_plan` (disrupted nodes go, replacements join as their cheapest option, the
 //! moved pods land where the plan's last simulation puts them), until a plan has no command. The fleet's price is the sum of each node's own offering
-//! (type, zone, capacity type); the LP bound is the one `docs/benchmarks.md` defines (the
-//! cheapest real-valued mix of the pool's types, at their cheapest offering and allocatable
-//! capacity, that covers the pods' total CPU and memory), computed as in
-//! `providers/examples/packing.rs`.
+//! (type, zone, capacity type); the LP bound is the configuration-LP bound
+//! (`karpenter_core::scheduling::lower_bound`, docs/benchmarks.md): no set of nodes of the
+//! pool's types holds these pods for less.
 //!
 //! `cargo run --release -p karpenter-core --example consolidation_quality [-- --quick]`
 
@@ -18,12 +17,9 @@ use std::time::Instant;
 
 use karpenter_core::disruption::{DisruptionInput, plan_traced};
 use karpenter_core::fixtures::{apply_plan, disruption_cluster};
-use karpenter_core::instance_type::InstanceType;
 use karpenter_core::labels;
-use karpenter_core::requirements::Requirements;
 use karpenter_core::resources::{CPU, MEMORY, Resources};
-
-const GIB: f64 = (1u64 << 30) as f64;
+use karpenter_core::scheduling::{Burstable, lower_bound};
 
 /// Σ of every node's own offering price ($/h).
 fn fleet_price(input: &DisruptionInput) -> f64 {
@@ -61,59 +57,6 @@ fn overcommitted(input: &DisruptionInput) -> usize {
         .count()
 }
 
-/// The LP lower bound of `docs/benchmarks.md` (as `lp_bound` in
-/// `providers/examples/packing.rs`): min Σ price·n over real n ≥ 0 whose allocatable CPU and
-/// memory cover the totals, solved through its two-variable dual.
-fn lp_bound(types: &[InstanceType], reqs: &Requirements, cpu: f64, mem: f64) -> f64 {
-    let rows: Vec<(f64, f64, f64)> = types
-        .iter()
-        .filter(|t| t.compatible(reqs))
-        .filter_map(|t| {
-            let o = t.cheapest_offering(reqs)?;
-            let alloc = t.allocatable();
-            Some((
-                alloc.0[CPU] as f64 / 1000.0,
-                alloc.0[MEMORY] as f64 / GIB,
-                o.price,
-            ))
-        })
-        .filter(|(a, b, _)| *a > 0.0 && *b > 0.0)
-        .collect();
-    let feasible = |uc: f64, um: f64| {
-        uc >= -1e-12
-            && um >= -1e-12
-            && rows
-                .iter()
-                .all(|(a, b, c)| a * uc + b * um <= c * (1.0 + 1e-9))
-    };
-    let uc_axis = rows
-        .iter()
-        .map(|(a, _, c)| c / a)
-        .fold(f64::INFINITY, f64::min);
-    let um_axis = rows
-        .iter()
-        .map(|(_, b, c)| c / b)
-        .fold(f64::INFINITY, f64::min);
-    let mut best = (cpu * uc_axis).max(mem * um_axis);
-    for i in 0..rows.len() {
-        for j in i + 1..rows.len() {
-            let (a1, b1, c1) = rows[i];
-            let (a2, b2, c2) = rows[j];
-            let det = a1 * b2 - a2 * b1;
-            if det.abs() < 1e-12 {
-                continue;
-            }
-            let uc = (c1 * b2 - c2 * b1) / det;
-            let um = (a1 * c2 - a2 * c1) / det;
-            let value = cpu * uc + mem * um;
-            if value > best && feasible(uc, um) {
-                best = value;
-            }
-        }
-    }
-    best
-}
-
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let seeds: &[u64] = if quick { &[7] } else { &[7, 11, 13] };
@@ -131,14 +74,13 @@ fn main() {
             .iter()
             .flat_map(|n| n.pods.iter())
             .collect();
-        let total = pods.iter().fold(Resources::ZERO, |a, p| a + p.requests);
-        let pool = &input.snapshot.node_pools[0];
-        let bound = lp_bound(
-            &pool.instance_types,
-            &pool.requirements,
-            total.0[CPU] as f64 / 1000.0,
-            total.0[MEMORY] as f64 / GIB,
-        );
+        let (bound, _, _) = lower_bound(
+            pods.iter().map(|p| p.requests),
+            &input.snapshot.node_pools,
+            &input.snapshot.daemon_sets,
+            Burstable::Allow,
+        )
+        .expect("the configuration LP solves");
         let (nodes_before, pods_before) = (input.snapshot.nodes.len(), pods.len());
         let before = fleet_price(&input);
         let (mut rounds, mut commands, mut over) = (0, 0, 0);

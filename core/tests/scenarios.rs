@@ -401,3 +401,50 @@ fn scenarios() {
     }
     assert!(failed.is_empty(), "scenarios failed: {failed:?}");
 }
+
+/// `Packing::Optimal` on every scenario: never a dearer fleet than Karpenter's rule, the same
+/// pods placed, and a decision `verify` finds nothing wrong with (every constraint the
+/// scenarios exercise: spread, affinity, limits, minValues, taints, host ports …).
+#[test]
+fn optimal_packing_is_never_dearer_than_karpenters_rule_and_violates_nothing() {
+    use karpenter_core::scheduling::{Packing, verify};
+    let optimal = SolveOptions {
+        packing: Packing::Optimal,
+        ..SolveOptions::default()
+    };
+    let mut cheaper = Vec::new();
+    for path in scenario_files("scenarios") {
+        let name = stem(&path);
+        let snapshot = load(&path);
+        let karpenter = solve(&snapshot, &SolveOptions::default());
+        let decision = solve(&snapshot, &optimal);
+        assert_eq!(
+            decision,
+            solve(&snapshot, &optimal),
+            "{name}: not deterministic"
+        );
+        check_accounting(&name, &snapshot, &decision);
+        let unplaced = |d: &Decision| {
+            d.unschedulable
+                .iter()
+                .map(|u| u.pod.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            unplaced(&decision),
+            unplaced(&karpenter),
+            "{name}: other pods unschedulable"
+        );
+        let (before, after) = (karpenter.new_cost_per_hour(), decision.new_cost_per_hour());
+        assert!(
+            after <= before + 1e-9,
+            "{name}: optimal ${after:.4}/h > Karpenter's ${before:.4}/h"
+        );
+        let violations = verify(&snapshot, &decision);
+        assert!(violations.is_empty(), "{name}: {violations:?}");
+        if after < before - 1e-9 {
+            cheaper.push(format!("{name}: ${before:.4} → ${after:.4}"));
+        }
+    }
+    eprintln!("optimal packing was cheaper on: {cheaper:#?}");
+}

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use karpenter_core::api::parse_go_duration;
+use karpenter_core::scheduling::{Burstable, Packing, SolveOptions};
 
 /// Flags and environment variables of `karpenter run`.
 #[derive(Args, Clone, Debug, PartialEq)]
@@ -144,6 +145,76 @@ pub struct Settings {
     /// (Karpenter: 100).
     #[arg(long, env = "MULTI_NODE_CONSOLIDATION_CANDIDATES", default_value = "100", value_parser = parse_candidate_cap)]
     pub multi_node_consolidation_candidates: CandidateCap,
+
+    /// How the provisioner fills new nodes: `karpenter` (Karpenter's rule), `cost-aware`,
+    /// `cheapest` or `optimal` (Karpenter's rule, then the unconstrained pods' nodes re-packed
+    /// from the configuration LP when that is cheaper; see docs/benchmarks.md).
+    #[arg(long, env = "PACKING", value_enum, default_value_t = PackingArg::Karpenter)]
+    pub packing: PackingArg,
+
+    /// $/h the optimal packer adds to every node while comparing fleets: the costs many
+    /// small nodes bring that instance prices do not show (IPs, per-node agents, API load).
+    #[arg(long, env = "PACKING_NODE_COST", default_value_t = 0.0, value_parser = parse_savings)]
+    pub packing_node_cost: f64,
+
+    /// Burstable (`t`) types in the optimal packer: `allow`, `exclude`, or `derate=F` to
+    /// count only the fraction F of their CPU (their CPU above a baseline runs on credits).
+    #[arg(long, env = "PACKING_BURSTABLE", default_value = "allow", value_parser = parse_burstable)]
+    pub packing_burstable: Burstable,
+}
+
+impl Settings {
+    /// The scheduler options the provisioner solves with.
+    pub fn solve_options(&self) -> SolveOptions {
+        SolveOptions {
+            packing: self.packing.into(),
+            node_cost: self.packing_node_cost,
+            burstable: self.packing_burstable,
+            ..SolveOptions::default()
+        }
+    }
+}
+
+/// `--packing` / `PACKING` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PackingArg {
+    /// Karpenter's first-fit growth.
+    Karpenter,
+    /// Grow a node only while that is no dearer than a new one.
+    CostAware,
+    /// Solve both ways and keep the cheaper plan.
+    Cheapest,
+    /// Karpenter's rule, then re-pack from the configuration LP when cheaper.
+    Optimal,
+}
+
+/// Parses `--burstable`.
+pub fn parse_burstable(s: &str) -> Result<Burstable, String> {
+    match s {
+        "allow" => Ok(Burstable::Allow),
+        "exclude" => Ok(Burstable::Exclude),
+        _ => {
+            let f = s
+                .strip_prefix("derate=")
+                .and_then(|f| f.parse::<f64>().ok())
+                .filter(|f| (0.0..=1.0).contains(f))
+                .ok_or_else(|| {
+                    format!("{s:?}: expected allow, exclude or derate=F with F between 0 and 1")
+                })?;
+            Ok(Burstable::Derate(f))
+        }
+    }
+}
+
+impl From<PackingArg> for Packing {
+    fn from(p: PackingArg) -> Packing {
+        match p {
+            PackingArg::Karpenter => Packing::Karpenter,
+            PackingArg::CostAware => Packing::CostAware,
+            PackingArg::Cheapest => Packing::Cheapest,
+            PackingArg::Optimal => Packing::Optimal,
+        }
+    }
 }
 
 /// Log verbosity (Karpenter accepts `debug`, `info` and `error`; `warn` is accepted too).

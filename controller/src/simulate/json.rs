@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use karpenter_core::resources::{CPU, MEMORY, PODS, RESOURCE_NAMES, Resources};
+use karpenter_core::scheduling::FleetBound;
 use karpenter_core::scheduling::report::node_summaries;
 use serde::Serialize;
 
@@ -154,6 +155,13 @@ pub struct Totals {
     pub cpu_utilization: f64,
     /// Memory used over allocatable on new nodes, percent.
     pub memory_utilization: f64,
+    /// The configuration-LP lower bound for the pods on new nodes: no fleet for them costs
+    /// less (absent when no pod goes to a new node).
+    pub lower_bound_per_hour: Option<f64>,
+    /// How far `cost_per_hour` is above the bound, percent.
+    pub above_bound_percent: Option<f64>,
+    /// False when the LP search stopped early (the bound is valid, only looser).
+    pub bound_converged: Option<bool>,
 }
 
 fn quantities(r: &Resources) -> BTreeMap<String, String> {
@@ -274,6 +282,16 @@ impl Report {
                 unschedulable: d.unschedulable.len(),
                 cpu_utilization: percent(used.0[CPU], alloc.0[CPU]),
                 memory_utilization: percent(used.0[MEMORY], alloc.0[MEMORY]),
+                lower_bound_per_hour: plan
+                    .bound
+                    .as_ref()
+                    .map(|b| (b.bound * 10_000.0).round() / 10_000.0),
+                above_bound_percent: plan
+                    .bound
+                    .as_ref()
+                    .and_then(FleetBound::gap)
+                    .map(|g| (g.max(0.0) * 1000.0).round() / 10.0),
+                bound_converged: plan.bound.as_ref().map(|b| b.converged),
             },
             disruption: plan.disruption.as_ref().map(super::disruption::Report::of),
         }

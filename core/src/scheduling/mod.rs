@@ -9,6 +9,7 @@ mod checks;
 mod claims;
 mod decision;
 mod fasthash;
+mod fleet_bound;
 mod new_nodes;
 pub mod optimal;
 mod output;
@@ -16,6 +17,7 @@ mod packing;
 mod pools;
 mod preferences;
 mod recording;
+mod repack;
 pub mod report;
 mod solver;
 mod topology;
@@ -24,7 +26,8 @@ pub mod verify;
 pub use decision::{
     Decision, ExistingNodePlan, InstanceTypeOption, NewNodeClaim, Placement, Unschedulable,
 };
-pub use solver::{Packing, SolveOptions, place, solve, solve_view};
+pub use fleet_bound::{FleetBound, fleet_bound, lower_bound};
+pub use solver::{Burstable, Packing, SolveOptions, place, solve, solve_view};
 pub use verify::{Violation, verify};
 
 /// Karpenter launches with at most this many instance type options per NodeClaim.

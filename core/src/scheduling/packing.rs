@@ -22,6 +22,32 @@ pub enum Packing {
     /// Solve with both rules and keep the cheaper decision (Karpenter's on a tie): never dearer
     /// than Karpenter's rule, at twice the solve time.
     Cheapest,
+    /// Karpenter's rule, then the new claims whose pods nothing else depends on are packed
+    /// again from the configuration LP, pool by pool, and replaced when that is cheaper
+    /// (`repack.rs`): never dearer than Karpenter's rule, usually within a few percent of the
+    /// cheapest fleet that exists.
+    Optimal,
+}
+
+/// How the optimal packer treats burstable (`t` category) instance types, whose CPU beyond a
+/// baseline runs on credits.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Burstable {
+    /// Like any other type.
+    #[default]
+    Allow,
+    /// Never packed onto.
+    Exclude,
+    /// Packed as if only this fraction (0–1) of their allocatable CPU existed: e.g. 0.4 for a
+    /// `t3.large`'s 30% baseline with some headroom.
+    Derate(f64),
+}
+
+/// True for the types [`Burstable`] is about: EC2's burstable-performance `t` category.
+pub(crate) fn is_burstable(it: &crate::instance_type::InstanceType) -> bool {
+    it.requirements
+        .get(crate::labels::aws::INSTANCE_CATEGORY)
+        .is_some_and(|r| r.has("t") && r.values().len() == 1)
 }
 
 impl Solver<'_> {

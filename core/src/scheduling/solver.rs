@@ -9,7 +9,7 @@ use super::claims::{Claim, ClaimUpdate};
 use super::decision::{Decision, Placement};
 use super::fasthash::FxHashMap;
 use super::new_nodes::pool_nodes;
-pub use super::packing::Packing;
+pub use super::packing::{Burstable, Packing};
 use super::pools::PoolData;
 use super::preferences::PodState;
 use super::topology::{GroupKind, GroupRef, Topology};
@@ -25,6 +25,13 @@ pub struct SolveOptions {
     pub max_instance_types: usize,
     /// How far a new NodeClaim grows before the solver opens another one.
     pub packing: Packing,
+    /// $/h the optimal packer adds to every node's price while comparing fleets (default 0):
+    /// the costs of many small nodes a price list hides (DaemonSet pods, IP addresses,
+    /// per-node agents and licences, API load, more nodes to drain). Reported costs stay the
+    /// instance prices.
+    pub node_cost: f64,
+    /// How the optimal packer treats burstable (`t` category) types.
+    pub burstable: Burstable,
 }
 
 impl Default for SolveOptions {
@@ -32,6 +39,8 @@ impl Default for SolveOptions {
         SolveOptions {
             max_instance_types: super::MAX_INSTANCE_TYPES,
             packing: Packing::default(),
+            node_cost: 0.0,
+            burstable: Burstable::default(),
         }
     }
 }
@@ -63,6 +72,13 @@ pub fn place(snapshot: &SnapshotView<'_>, options: &SolveOptions) -> Placement {
                 || (cost_aware.placed_pods() == karpenter.placed_pods()
                     && cost_aware.new_cost_per_hour() < karpenter.new_cost_per_hour());
             if better { cost_aware } else { karpenter }
+        }
+        Packing::Optimal => {
+            let mut solver = Solver::new(snapshot);
+            solver.packing = Packing::Karpenter;
+            solver.run();
+            solver.repack_optimal(options);
+            solver.into_placement(options)
         }
         packing => run(packing),
     }

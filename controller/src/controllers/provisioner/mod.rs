@@ -65,6 +65,7 @@ pub struct Provisioner {
     recorder: Recorder,
     batch_idle: Duration,
     batch_max: Duration,
+    solve: SolveOptions,
 }
 
 impl Provisioner {
@@ -86,7 +87,14 @@ impl Provisioner {
             recorder,
             batch_idle,
             batch_max,
+            solve: SolveOptions::default(),
         }
+    }
+
+    /// The same provisioner solving with `options` (packing rule and its knobs).
+    pub fn with_solve_options(mut self, options: SolveOptions) -> Provisioner {
+        self.solve = options;
+        self
     }
 
     /// Runs forever: wait for a batch, provision, repeat.
@@ -168,7 +176,7 @@ impl Provisioner {
             return outcome;
         }
         let started = Instant::now();
-        let decision = solve(&built.snapshot, &SolveOptions::default());
+        let decision = solve(&built.snapshot, &self.solve);
         self.metrics
             .observe_scheduling_duration(CONTROLLER, started.elapsed());
 
