@@ -128,14 +128,31 @@ impl Ctx {
              '--max-pods=110 --node-labels=karpenter.sh/nodepool=default,{TEST_LABEL}={}'\n",
             self.env.aws.cluster_name, self.id
         );
-        let tags = TagSpecification::builder()
-            .resource_type(ResourceType::Instance)
-            .tags(tag(
-                &format!("kubernetes.io/cluster/{}", self.env.aws.cluster_name),
-                "owned",
-            ))
-            .tags(tag(TEST_TAG, &self.id))
-            .build();
+        let cluster_tag = format!("kubernetes.io/cluster/{}", self.env.aws.cluster_name);
+        self.run_instances(
+            count,
+            instance_type,
+            &[(&cluster_tag, "owned")],
+            Some(&script),
+        )
+        .await
+    }
+
+    /// RunInstances of `count` × `instance_type` into the first seeded subnet with `tags` (and
+    /// this test's [`TEST_TAG`], so cleanup finds them) and `user_data` (plain text); the ids.
+    /// What another launcher (a crashed controller, Karpenter 0.36) would have left.
+    pub async fn run_instances(
+        &self,
+        count: i32,
+        instance_type: &str,
+        tags: &[(&str, &str)],
+        user_data: Option<&str>,
+    ) -> Vec<String> {
+        let mut spec = TagSpecification::builder().resource_type(ResourceType::Instance);
+        for (key, value) in tags {
+            spec = spec.tags(tag(key, value));
+        }
+        let spec = spec.tags(tag(TEST_TAG, &self.id)).build();
         let out = self
             .ec2
             .run_instances()
@@ -144,8 +161,8 @@ impl Ctx {
             .subnet_id(&self.env.aws.subnets[0].id)
             .min_count(count)
             .max_count(count)
-            .user_data(encode_base64(script.as_bytes()))
-            .tag_specifications(tags)
+            .set_user_data(user_data.map(|u| encode_base64(u.as_bytes())))
+            .tag_specifications(spec)
             .send()
             .await
             .expect("RunInstances");

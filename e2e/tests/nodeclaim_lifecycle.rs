@@ -6,7 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use aws_sdk_ec2::types::{InstanceType, ResourceType, TagSpecification};
 use k8s_openapi::api::core::v1::Node;
 use karpenter_core::api::NodeClaim;
 use karpenter_e2e::controller::{ControllerProcess, install_crds};
@@ -206,54 +205,26 @@ async fn an_instance_without_a_nodeclaim_is_garbage_collected() {
         install_crds(&ctx.kube).await;
         let cluster = ctx.env.aws.cluster_name.clone();
         // What a controller that crashed between CreateFleet and writing the claim leaves.
-        let tags = TagSpecification::builder()
-            .resource_type(ResourceType::Instance)
-            .tags(tag("karpenter.sh/nodepool", "crashed"))
-            .tags(tag("karpenter.sh/nodeclaim", "crashed-abcde"))
-            .tags(tag("eks:eks-cluster-name", &cluster))
-            .tags(tag(&format!("kubernetes.io/cluster/{cluster}"), "owned"))
-            .tags(tag(TEST_TAG, &ctx.id))
-            .build();
-        let out = ctx
-            .ec2
-            .run_instances()
-            .image_id(ctx.image_id().await)
-            .instance_type(InstanceType::M5Large)
-            .subnet_id(&ctx.env.aws.subnets[0].id)
-            .min_count(1)
-            .max_count(1)
-            .tag_specifications(tags)
-            .send()
+        let cluster_tag = format!("kubernetes.io/cluster/{cluster}");
+        let crashed = [
+            ("karpenter.sh/nodepool", "crashed"),
+            ("karpenter.sh/nodeclaim", "crashed-abcde"),
+            ("eks:eks-cluster-name", cluster.as_str()),
+            (cluster_tag.as_str(), "owned"),
+        ];
+        let id = ctx
+            .run_instances(1, "m5.large", &crashed, None)
             .await
-            .expect("RunInstances");
-        let id = out.instances()[0]
-            .instance_id()
-            .expect("instance id")
-            .to_owned();
+            .remove(0);
         // An instance of another cluster must survive.
-        let foreign = ctx
-            .ec2
-            .run_instances()
-            .image_id(ctx.image_id().await)
-            .instance_type(InstanceType::M5Large)
-            .subnet_id(&ctx.env.aws.subnets[0].id)
-            .min_count(1)
-            .max_count(1)
-            .tag_specifications(
-                TagSpecification::builder()
-                    .resource_type(ResourceType::Instance)
-                    .tags(tag("karpenter.sh/nodepool", "crashed"))
-                    .tags(tag("eks:eks-cluster-name", "another-cluster"))
-                    .tags(tag(TEST_TAG, &ctx.id))
-                    .build(),
-            )
-            .send()
+        let foreign = [
+            ("karpenter.sh/nodepool", "crashed"),
+            ("eks:eks-cluster-name", "another-cluster"),
+        ];
+        let foreign_id = ctx
+            .run_instances(1, "m5.large", &foreign, None)
             .await
-            .expect("RunInstances");
-        let foreign_id = foreign.instances()[0]
-            .instance_id()
-            .expect("instance id")
-            .to_owned();
+            .remove(0);
 
         let started = Instant::now();
         let controller = ControllerProcess::start(&ctx.env, "lc-gc", &[]);
