@@ -23,6 +23,7 @@ use std::time::Duration;
 use futures::Stream;
 
 pub mod backoff;
+pub mod claim_delete;
 pub mod claim_disruption;
 pub mod claim_migration;
 pub mod cluster_metrics;

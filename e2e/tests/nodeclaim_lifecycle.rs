@@ -317,3 +317,50 @@ async fn a_status_write_from_a_stale_read_is_refused_not_clobbering() {
     })
     .await;
 }
+
+/// Every controller deletes claims through `delete_node_claim`: with the UID of the object it
+/// decided on, a claim re-created under the same name is never touched, and "gone" is no error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_delete_with_a_uid_never_removes_a_newer_claim_of_the_same_name() {
+    use karpenter::controllers::claim_delete::{ClaimDeleted, delete_node_claim};
+    use kube_client::api::PostParams;
+
+    karpenter_e2e::install_crypto_provider();
+    let _serial = serial().await;
+    run("lcuid", |ctx| async move {
+        install_crds(&ctx.kube).await;
+        // No controller runs: no finalizer is added, so deletes take effect at once.
+        let claims: Api<NodeClaim> = Api::all(ctx.kube.clone());
+        let name = format!("{}-uid", ctx.id);
+        let body: NodeClaim = serde_json::from_value(json!({
+            "apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
+            "metadata": { "name": name, "labels": { TEST_LABEL: ctx.id } },
+            "spec": {
+                "nodeClassRef": { "group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "none" },
+                "requirements": [],
+            },
+        }))
+        .expect("nodeclaim");
+        let old = claims.create(&PostParams::default(), &body).await.expect("create");
+        let old_uid = old.uid().expect("uid");
+        claims.delete(&name, &DeleteParams::default()).await.expect("delete");
+        eventually("the first claim gone", Duration::from_secs(10), || async {
+            claims.get_opt(&name).await.ok()?.is_none().then_some(())
+        })
+        .await;
+        let new = claims.create(&PostParams::default(), &body).await.expect("re-create");
+        let outcome = delete_node_claim(&ctx.kube, &name, Some(&old_uid)).await;
+        assert_eq!(outcome.expect("no error"), ClaimDeleted::AlreadyGone);
+        let still = claims.get(&name).await.expect("the newer claim is still there");
+        assert_eq!(still.uid(), new.uid());
+        // Its own UID deletes it; a second call finds it gone.
+        let uid = new.uid().expect("uid");
+        assert_eq!(delete_node_claim(&ctx.kube, &name, Some(&uid)).await.expect("delete"), ClaimDeleted::Now);
+        eventually("the newer claim gone", Duration::from_secs(10), || async {
+            claims.get_opt(&name).await.ok()?.is_none().then_some(())
+        })
+        .await;
+        assert_eq!(delete_node_claim(&ctx.kube, &name, None).await.expect("gone is fine"), ClaimDeleted::AlreadyGone);
+    })
+    .await;
+}

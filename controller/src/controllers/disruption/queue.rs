@@ -6,7 +6,6 @@ use std::sync::Arc;
 use k8s_openapi::jiff::Timestamp;
 use karpenter_core::api::NodeClaim;
 use karpenter_core::disruption::Disrupted;
-use kube_client::api::{Api, DeleteParams};
 use kube_client::runtime::events::EventType;
 use kube_client::{Resource, ResourceExt};
 
@@ -14,6 +13,7 @@ use super::apply::QUEUE_EVENT_FLOOR;
 use super::decide::{QueueStep, QueuedCommand, queue_step, reason_name};
 use super::marks::unmark;
 use super::{DisruptionContext, QUEUE_POLL};
+use crate::controllers::claim_delete::{ClaimDeleted, delete_node_claim};
 use crate::controllers::events::Note;
 
 /// The orchestration queue: every [`QUEUE_POLL`], each command in flight moves on.
@@ -130,9 +130,8 @@ async fn advance(
                     let msg = format!("Disrupting Node: {reason}/{}", cmd.action.as_str());
                     note_candidate(ctx, &d, EventType::Normal, "DisruptionTerminating", msg).await;
                 }
-                let api: Api<NodeClaim> = Api::all(ctx.client.clone());
-                match api.delete(&d.node_claim, &DeleteParams::default()).await {
-                    Ok(_) => {
+                match delete_node_claim(&ctx.client, &d.node_claim, None).await {
+                    Ok(ClaimDeleted::Now) => {
                         if first {
                             ctx.metrics.nodeclaim_disrupted(
                                 &d.node_pool,
@@ -147,7 +146,7 @@ async fn advance(
                             );
                         }
                     }
-                    Err(kube_client::Error::Api(s)) if s.code == 404 => {}
+                    Ok(ClaimDeleted::AlreadyGone) => {}
                     Err(e) => {
                         tracing::warn!(command = cmd.id, nodeclaim = %d.node_claim, error = %e, "could not delete a candidate; retrying");
                     }

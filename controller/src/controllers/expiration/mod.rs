@@ -13,10 +13,10 @@ use k8s_openapi::jiff::Timestamp;
 use karpenter_core::api::NodeClaim;
 use karpenter_core::labels;
 use kube_client::Client;
-use kube_client::api::{Api, DeleteParams, Preconditions};
 use kube_client::runtime::controller::{Action, Controller};
 
 use crate::controllers::backoff::Backoff;
+use crate::controllers::claim_delete::{ClaimDeleted, delete_this_node_claim};
 use crate::model::ClusterState;
 use crate::runtime::metrics::Metrics;
 
@@ -101,22 +101,9 @@ pub async fn reconcile(
             Ok(Action::requeue(wait + Duration::from_millis(100)))
         }
         Expiration::Delete => {
-            let api: Api<NodeClaim> = Api::all(ctx.client.clone());
             // The UID precondition: never delete a newer claim that reused the name.
-            let params = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: claim.metadata.uid.clone(),
-                    resource_version: None,
-                }),
-                ..DeleteParams::default()
-            };
-            match api.delete(&name, &params).await {
-                Ok(_) => {}
-                // Gone already, or replaced by another claim of the same name.
-                Err(kube_client::Error::Api(e)) if e.code == 404 || e.code == 409 => {
-                    return Ok(Action::await_change());
-                }
-                Err(e) => return Err(e.into()),
+            if delete_this_node_claim(&ctx.client, &claim).await? == ClaimDeleted::AlreadyGone {
+                return Ok(Action::await_change());
             }
             ctx.backoff.succeeded(&name);
             if ctx.counted.first(&uid) {

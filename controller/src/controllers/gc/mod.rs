@@ -6,11 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use karpenter_core::api::NodeClaim;
 use karpenter_providers::CloudProvider;
 use kube_client::Client;
-use kube_client::api::{Api, DeleteParams};
 
+use crate::controllers::claim_delete::delete_node_claim;
 use crate::model::ClusterState;
 
 mod decide;
@@ -72,10 +71,11 @@ pub async fn collect_once(
             Err(e) => tracing::warn!(provider_id = %id, error = %e, "terminate failed"),
         }
     }
-    let api: Api<NodeClaim> = Api::all(client.clone());
     for name in &decision.orphaned_claims {
         tracing::info!(nodeclaim = %name, "deleting nodeclaim whose instance or nodepool is gone");
-        let _ = api.delete(name, &DeleteParams::default()).await;
+        if let Err(e) = delete_node_claim(client, name, None).await {
+            tracing::warn!(nodeclaim = %name, error = %e, "deleting nodeclaim failed; next pass retries");
+        }
     }
     Ok(decision)
 }

@@ -10,12 +10,12 @@ use k8s_openapi::jiff::Timestamp;
 use karpenter_core::api::NodeClaim;
 use karpenter_providers::aws::interruption::{InterruptionKind, parse};
 use karpenter_providers::aws::sqs::QueueMessage;
-use kube_client::api::{Api, DeleteParams, Preconditions};
 use kube_client::runtime::events::EventType;
 use kube_client::{Client, Resource};
 
 use super::Handler;
 use super::decide::{ClaimAction, EventNote, InstanceIndex, MessagePlan, TERMINATING, plan};
+use crate::controllers::claim_delete::delete_this_node_claim;
 use crate::controllers::events::{Events, Note};
 
 /// The same event about the same object at most this often (Karpenter dedupes by UID).
@@ -42,21 +42,10 @@ pub struct KubeWrites {
 #[async_trait]
 impl Writes for KubeWrites {
     async fn delete_claim(&self, claim: &NodeClaim) -> Result<(), String> {
-        let api: Api<NodeClaim> = Api::all(self.client.clone());
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: claim.metadata.uid.clone(),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        let name = claim.metadata.name.as_deref().unwrap_or("");
-        match api.delete(name, &params).await {
-            Ok(_) => Ok(()),
-            // Gone already, or replaced by another claim of the same name.
-            Err(kube_client::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
-            Err(e) => Err(e.to_string()),
-        }
+        delete_this_node_claim(&self.client, claim)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     async fn publish(&self, object: &ObjectReference, note: Note<'_>) {

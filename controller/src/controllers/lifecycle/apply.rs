@@ -8,7 +8,7 @@ use karpenter_core::api::{self, NodeClaim};
 use karpenter_core::labels;
 use karpenter_providers::{LaunchedInstance, NodeClaimRequest, ProviderError};
 use kube_client::Resource;
-use kube_client::api::{Api, DeleteParams, Patch, PatchParams};
+use kube_client::api::{Api, Patch, PatchParams};
 use kube_client::runtime::controller::Action;
 use kube_client::runtime::events::{Event, EventType};
 use serde_json::json;
@@ -18,6 +18,7 @@ use super::{
     LifecycleContext, LifecycleError, LifecycleStep, next_step, node_for, now, registration_patch,
     unregistered_taint_removal,
 };
+use crate::controllers::claim_delete::delete_this_node_claim;
 use crate::controllers::conditions::{self, guarded_status_patch, upsert_condition};
 use crate::controllers::events::series_action;
 use crate::model::snapshot::{claim_requirements, resource_list};
@@ -45,7 +46,7 @@ pub(super) async fn apply(
         LifecycleStep::Delete { reason, message } => {
             tracing::info!(nodeclaim = %name, reason, %message, "deleting nodeclaim");
             publish(ctx, claim, EventType::Warning, reason, message).await;
-            delete_claim(ctx, &name).await?;
+            delete_claim(ctx, claim).await?;
             Ok(Action::await_change())
         }
         LifecycleStep::WaitForRegistration { recheck } => Ok(Action::requeue(recheck)),
@@ -164,7 +165,7 @@ async fn launch(claim: &NodeClaim, ctx: &LifecycleContext) -> Result<Action, Lif
                     };
                     tracing::warn!(nodeclaim = %name, error = %e, "launch failed; deleting nodeclaim");
                     publish(ctx, claim, EventType::Warning, reason, e.to_string()).await;
-                    delete_claim(ctx, &name).await?;
+                    delete_claim(ctx, claim).await?;
                     Ok(Action::await_change())
                 }
                 e => {
@@ -367,13 +368,9 @@ fn claim_pool(claim: &NodeClaim) -> String {
         .unwrap_or_default()
 }
 
-async fn delete_claim(ctx: &LifecycleContext, name: &str) -> Result<(), LifecycleError> {
-    let api: Api<NodeClaim> = Api::all(ctx.client.clone());
-    match api.delete(name, &DeleteParams::default()).await {
-        Ok(_) => Ok(()),
-        Err(kube_client::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+async fn delete_claim(ctx: &LifecycleContext, claim: &NodeClaim) -> Result<(), LifecycleError> {
+    delete_this_node_claim(&ctx.client, claim).await?;
+    Ok(())
 }
 
 async fn set_condition(

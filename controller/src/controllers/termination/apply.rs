@@ -24,6 +24,7 @@ use super::{
     DRAIN_POLL, INSTANCE_POLL, TERMINATION_FINALIZER, TerminationContext, TerminationError,
     has_finalizer,
 };
+use crate::controllers::claim_delete::delete_node_claim;
 use crate::controllers::conditions::{self, guarded_status_patch, upsert_condition};
 use crate::controllers::events::Note;
 
@@ -127,10 +128,9 @@ pub(super) async fn node(
         instance,
         now: Timestamp::now(),
     });
-    let claims_api: Api<NodeClaim> = Api::all(ctx.client.clone());
     for claim in &plan.delete_claims {
         tracing::info!(node = %name, nodeclaim = %claim, "node deleted; deleting its nodeclaim");
-        delete_ignoring_gone(&claims_api, claim).await?;
+        delete_node_claim(&ctx.client, claim, None).await?;
     }
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     if plan.taint && plan.phase != NodePhase::InstanceGone {
