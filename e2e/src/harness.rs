@@ -148,6 +148,40 @@ impl Ctx {
         tags: &[(&str, &str)],
         user_data: Option<&str>,
     ) -> Vec<String> {
+        let image = self.image_id().await;
+        self.run_instances_of(&image, count, instance_type, tags, user_data)
+            .await
+    }
+
+    /// The security groups the bed's node classes select (`karpenter.sh/discovery=<cluster>`).
+    pub async fn discovered_security_groups(&self) -> Vec<String> {
+        let tag = Filter::builder()
+            .name("tag:karpenter.sh/discovery")
+            .values(&self.env.aws.cluster_name)
+            .build();
+        let out = self
+            .ec2
+            .describe_security_groups()
+            .filters(tag)
+            .send()
+            .await;
+        let out = out.expect("DescribeSecurityGroups");
+        out.security_groups()
+            .iter()
+            .filter_map(|g| g.group_id().map(str::to_string))
+            .collect()
+    }
+
+    /// [`Ctx::run_instances`] with the image `image`, in the security groups the bed's node
+    /// classes select (as a node launched from one would be).
+    pub async fn run_instances_of(
+        &self,
+        image: &str,
+        count: i32,
+        instance_type: &str,
+        tags: &[(&str, &str)],
+        user_data: Option<&str>,
+    ) -> Vec<String> {
         let mut spec = TagSpecification::builder().resource_type(ResourceType::Instance);
         for (key, value) in tags {
             spec = spec.tags(tag(key, value));
@@ -156,7 +190,8 @@ impl Ctx {
         let out = self
             .ec2
             .run_instances()
-            .image_id(self.image_id().await)
+            .image_id(image)
+            .set_security_group_ids(Some(self.discovered_security_groups().await))
             .instance_type(InstanceType::from(instance_type))
             .subnet_id(&self.env.aws.subnets[0].id)
             .min_count(count)

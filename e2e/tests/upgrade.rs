@@ -37,6 +37,10 @@ const KINDS: [(&str, &str, &str); 3] = [
     ("karpenter.k8s.aws", "EC2NodeClass", "ec2nodeclasses"),
 ];
 
+/// The SSM parameter the class's AL2 image is resolved through on the bed's Kubernetes 1.20.
+const AL2_PARAMETER: &str =
+    "/aws/service/eks/optimized-ami/1.20/amazon-linux-2/recommended/image_id";
+
 /// The kubelet-compatibility annotation a converted claim keeps 0.36's `spec.kubelet` in.
 const KUBELET_ANNOTATION: &str = "compatibility.karpenter.sh/v1beta1-kubelet-conversion";
 
@@ -349,8 +353,10 @@ async fn upgrade(ctx: &Ctx) {
         ctx.env.cluster.server, ctx.id
     );
     let _sim = ctx.start_sim(ctx.sim_config_for_tag("karpenter.sh/nodepool", &pool));
+    // 0.36 launched the image the class resolved then: the current AL2 release.
+    let image = ctx.release_ami(AL2_PARAMETER).await;
     let id = ctx
-        .run_instances(1, "m5.large", &tags, Some(&user_data))
+        .run_instances_of(&image, 1, "m5.large", &tags, Some(&user_data))
         .await
         .remove(0);
     let node = ctx.wait_ready(&id).await;
@@ -367,7 +373,7 @@ async fn upgrade(ctx: &Ctx) {
         .patch_status(
             &claim_name,
             &PatchParams::default(),
-            &Patch::Merge(json!({"status": status_036(&node, &ctx.image_id().await)})),
+            &Patch::Merge(json!({"status": status_036(&node, &image)})),
         )
         .await
         .expect("write 0.36's status");
