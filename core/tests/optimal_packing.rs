@@ -235,5 +235,8 @@ fn daemonset_overhead_is_packed_around_and_generic_fleets_come_close_to_the_boun
     check(&snap, &karpenter, &optimal);
     let bound = fleet_bound(&snap, &optimal, &with(Packing::Optimal)).expect("a bound");
     let ratio = optimal.new_cost_per_hour() / bound.bound;
-    assert!((1.0 - 1e-9..=1.05).contains(&ratio), "fleet ÷ bound {ratio:.4}");
+    assert!(
+        (1.0 - 1e-9..=1.05).contains(&ratio),
+        "fleet ÷ bound {ratio:.4}"
+    );
 }

@@ -417,7 +417,10 @@ mod tests {
     use super::*;
 
     /// The environment variables the settings read; cleared around every parse.
-    const VARS: [&str; 22] = [
+    const VARS: [&str; 25] = [
+        "PACKING",
+        "PACKING_NODE_COST",
+        "PACKING_BURSTABLE",
         "DISRUPTION_POLL_INTERVAL",
         "CONSOLIDATION_VALIDATION_WAIT",
         "DISRUPTION_QUEUE_TIMEOUT",
@@ -511,6 +514,9 @@ mod tests {
                 min_consolidation_savings: 0.0,
                 consolidation_replace_with_several: false,
                 multi_node_consolidation_candidates: CandidateCap(Some(100)),
+                packing: PackingArg::Karpenter,
+                packing_node_cost: 0.0,
+                packing_burstable: Burstable::Allow,
             }
         );
         assert!(s.feature_gates.drift && !s.feature_gates.spot_to_spot_consolidation);
@@ -685,5 +691,35 @@ mod tests {
             gates.to_string(),
             "Drift=true,SpotToSpotConsolidation=true,NodeRepair=false"
         );
+    }
+
+    #[test]
+    fn packing_settings_reach_the_provisioners_solve_options() {
+        let default = parse(&[("CLUSTER_NAME", "c")], &[])
+            .unwrap()
+            .solve_options();
+        assert_eq!(default.packing, Packing::Karpenter);
+        assert_eq!(default.node_cost, 0.0);
+        assert_eq!(default.burstable, Burstable::Allow);
+        let set = parse(
+            &[
+                ("CLUSTER_NAME", "c"),
+                ("PACKING", "optimal"),
+                ("PACKING_NODE_COST", "0.002"),
+                ("PACKING_BURSTABLE", "derate=0.5"),
+            ],
+            &[],
+        )
+        .unwrap()
+        .solve_options();
+        assert_eq!(set.packing, Packing::Optimal);
+        assert_eq!(set.node_cost, 0.002);
+        assert_eq!(set.burstable, Burstable::Derate(0.5));
+        let bad = parse(&[("CLUSTER_NAME", "c"), ("PACKING_BURSTABLE", "some")], &[]).unwrap_err();
+        assert!(
+            bad.contains("PACKING_BURSTABLE") || bad.contains("--packing-burstable"),
+            "{bad}"
+        );
+        assert!(bad.contains("allow, exclude or derate=F"), "{bad}");
     }
 }

@@ -410,3 +410,91 @@ fn files_are_optional_only_when_reading_the_cluster() {
     let both = args_of(&["--from-cluster", "-f", "new-deployment.yaml"]).unwrap();
     assert_eq!(both.files.len(), 1);
 }
+
+#[test]
+fn the_plan_reports_the_configuration_lp_bound_and_its_gap() {
+    let plan = plan_of(&[
+        ("class.yaml", CLASS_V1BETA1),
+        ("pool.yaml", POOL_V1BETA1),
+        ("pods.yaml", PODS_TEXT),
+    ])
+    .unwrap();
+    let bound = plan.bound.clone().expect("pods go to new nodes");
+    assert_eq!(bound.pods, 3);
+    assert!(
+        bound.bound > 0.0 && bound.bound <= bound.plan + 1e-9,
+        "{bound:?}"
+    );
+    let text = render_text(&plan, 5);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Lower bound: no fleet for these 3 pods costs less than $"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("this plan is within"), "{line}");
+    let v: serde_json::Value = serde_json::from_str(&render_json(&plan)).unwrap();
+    let lower = v["totals"]["lower_bound_per_hour"].as_f64().unwrap();
+    assert!((lower - bound.bound).abs() < 1e-4);
+    let above = v["totals"]["above_bound_percent"].as_f64().unwrap();
+    assert!(
+        (above - 100.0 * bound.gap().unwrap()).abs() < 0.06,
+        "{above}"
+    );
+}
+
+#[test]
+fn optimal_packing_and_its_knobs_are_flags_and_bad_values_are_refused() {
+    let args = args_of(&[
+        "-f",
+        "x.yaml",
+        "--packing",
+        "optimal",
+        "--node-cost",
+        "0.01",
+        "--burstable",
+        "derate=0.4",
+    ])
+    .unwrap();
+    assert_eq!(
+        karpenter_core::scheduling::Packing::from(args.packing),
+        karpenter_core::scheduling::Packing::Optimal
+    );
+    assert_eq!(args.node_cost, 0.01);
+    assert_eq!(args.burstable, Burstable::Derate(0.4));
+    assert_eq!(
+        args_of(&["-f", "x.yaml", "--burstable", "exclude"])
+            .unwrap()
+            .burstable,
+        Burstable::Exclude
+    );
+    let err = args_of(&["-f", "x.yaml", "--burstable", "derate=2"]).unwrap_err();
+    assert!(
+        err.to_string().contains("derate=F with F between 0 and 1"),
+        "{err}"
+    );
+    // Optimal on the same manifests: every pod placed, never dearer than Karpenter's rule.
+    let sources = [
+        src("class.yaml", CLASS_V1BETA1),
+        src("pool.yaml", POOL_V1BETA1),
+        src("pods.yaml", PODS_TEXT),
+    ];
+    let optimal = karpenter_core::scheduling::SolveOptions {
+        packing: karpenter_core::scheduling::Packing::Optimal,
+        ..karpenter_core::scheduling::SolveOptions::default()
+    };
+    let plan = plan(
+        &sources,
+        embedded(),
+        EMBEDDED_CATALOG,
+        &optimal,
+        &settings_at(NOW),
+    )
+    .unwrap();
+    let karpenter = plan_of(&[
+        ("class.yaml", CLASS_V1BETA1),
+        ("pool.yaml", POOL_V1BETA1),
+        ("pods.yaml", PODS_TEXT),
+    ])
+    .unwrap();
+    assert_eq!(plan.decision.placed_pods(), 3);
+    assert!(plan.decision.new_cost_per_hour() <= karpenter.decision.new_cost_per_hour() + 1e-9);
+}
