@@ -249,6 +249,19 @@ async fn an_instance_without_a_nodeclaim_is_garbage_collected() {
     .await;
 }
 
+/// A NodeClaim no controller will act on (its class does not exist), labelled for this test.
+fn bare_claim(ctx: &Ctx, name: &str) -> NodeClaim {
+    serde_json::from_value(json!({
+        "apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
+        "metadata": { "name": name, "labels": { TEST_LABEL: ctx.id } },
+        "spec": {
+            "nodeClassRef": { "group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "none" },
+            "requirements": [],
+        },
+    }))
+    .expect("nodeclaim")
+}
+
 /// Two controllers write different conditions of one NodeClaim's status (each condition type
 /// has its own writer). `conditions` is a list a merge patch replaces whole, so the writes are
 /// guarded by the resourceVersion they were computed from: a write from a stale read is
@@ -266,15 +279,7 @@ async fn a_status_write_from_a_stale_read_is_refused_not_clobbering() {
         // No controller runs: the two writers are this test.
         let claims: Api<NodeClaim> = Api::all(ctx.kube.clone());
         let name = format!("{}-rv", ctx.id);
-        let body: NodeClaim = serde_json::from_value(json!({
-            "apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
-            "metadata": { "name": name, "labels": { TEST_LABEL: ctx.id } },
-            "spec": {
-                "nodeClassRef": { "group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "none" },
-                "requirements": [],
-            },
-        }))
-        .expect("nodeclaim");
+        let body = bare_claim(&ctx, &name);
         claims
             .create(&PostParams::default(), &body)
             .await
@@ -283,7 +288,14 @@ async fn a_status_write_from_a_stale_read_is_refused_not_clobbering() {
 
         let write = |claim: &NodeClaim, type_: &str| {
             let mut status = claim.status.clone().unwrap_or_default();
-            assert!(upsert_condition(&mut status, type_, "True", type_, "", claim));
+            assert!(upsert_condition(
+                &mut status,
+                type_,
+                "True",
+                type_,
+                "",
+                claim
+            ));
             let patch = guarded_status_patch(&claim.metadata, &status);
             let claims = claims.clone();
             let name = name.clone();
@@ -302,14 +314,20 @@ async fn a_status_write_from_a_stale_read_is_refused_not_clobbering() {
         assert!(is_conflict(&stale), "refused as a conflict: {stale}");
         // Writer B again, from the newer object: both conditions survive.
         let fresh = claims.get(&name).await.expect("re-read nodeclaim");
-        write(&fresh, "Launched").await.expect("write from a fresh read");
+        write(&fresh, "Launched")
+            .await
+            .expect("write from a fresh read");
         let after = claims.get(&name).await.expect("read after both writes");
         let types: Vec<String> = after
             .status
             .iter()
             .flat_map(|s| s.conditions.iter().map(|c| c.type_.clone()))
             .collect();
-        assert_eq!(types, ["Drifted", "Launched"], "neither writer's condition is lost");
+        assert_eq!(
+            types,
+            ["Drifted", "Launched"],
+            "neither writer's condition is lost"
+        );
         claims
             .delete(&name, &DeleteParams::default())
             .await
@@ -332,35 +350,49 @@ async fn a_claim_delete_with_a_uid_never_removes_a_newer_claim_of_the_same_name(
         // No controller runs: no finalizer is added, so deletes take effect at once.
         let claims: Api<NodeClaim> = Api::all(ctx.kube.clone());
         let name = format!("{}-uid", ctx.id);
-        let body: NodeClaim = serde_json::from_value(json!({
-            "apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
-            "metadata": { "name": name, "labels": { TEST_LABEL: ctx.id } },
-            "spec": {
-                "nodeClassRef": { "group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "none" },
-                "requirements": [],
-            },
-        }))
-        .expect("nodeclaim");
-        let old = claims.create(&PostParams::default(), &body).await.expect("create");
+        let body = bare_claim(&ctx, &name);
+        let old = claims
+            .create(&PostParams::default(), &body)
+            .await
+            .expect("create");
         let old_uid = old.uid().expect("uid");
-        claims.delete(&name, &DeleteParams::default()).await.expect("delete");
+        claims
+            .delete(&name, &DeleteParams::default())
+            .await
+            .expect("delete");
         eventually("the first claim gone", Duration::from_secs(10), || async {
             claims.get_opt(&name).await.ok()?.is_none().then_some(())
         })
         .await;
-        let new = claims.create(&PostParams::default(), &body).await.expect("re-create");
+        let new = claims
+            .create(&PostParams::default(), &body)
+            .await
+            .expect("re-create");
         let outcome = delete_node_claim(&ctx.kube, &name, Some(&old_uid)).await;
         assert_eq!(outcome.expect("no error"), ClaimDeleted::AlreadyGone);
-        let still = claims.get(&name).await.expect("the newer claim is still there");
+        let still = claims
+            .get(&name)
+            .await
+            .expect("the newer claim is still there");
         assert_eq!(still.uid(), new.uid());
         // Its own UID deletes it; a second call finds it gone.
         let uid = new.uid().expect("uid");
-        assert_eq!(delete_node_claim(&ctx.kube, &name, Some(&uid)).await.expect("delete"), ClaimDeleted::Now);
+        assert_eq!(
+            delete_node_claim(&ctx.kube, &name, Some(&uid))
+                .await
+                .expect("delete"),
+            ClaimDeleted::Now
+        );
         eventually("the newer claim gone", Duration::from_secs(10), || async {
             claims.get_opt(&name).await.ok()?.is_none().then_some(())
         })
         .await;
-        assert_eq!(delete_node_claim(&ctx.kube, &name, None).await.expect("gone is fine"), ClaimDeleted::AlreadyGone);
+        assert_eq!(
+            delete_node_claim(&ctx.kube, &name, None)
+                .await
+                .expect("gone is fine"),
+            ClaimDeleted::AlreadyGone
+        );
     })
     .await;
 }
