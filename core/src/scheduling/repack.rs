@@ -23,43 +23,9 @@ use crate::resources::{CPU, Resources};
 /// three). A millionth of a dollar an hour is far below any price difference that matters.
 const TIE_BREAK_NODE_COST: f64 = 1e-6;
 
-/// What repacking one pool did (for reports and tests).
-#[derive(Clone, Debug, PartialEq)]
-pub struct PoolRepack {
-    /// The NodePool.
-    pub node_pool: String,
-    /// Pods that were free to move.
-    pub pods: usize,
-    /// Claims Karpenter's rule made for them, and their $/h (cheapest option each).
-    pub claims_before: usize,
-    /// `claims_before`'s cost.
-    pub cost_before: f64,
-    /// Claims of the repacked fleet and its $/h (equal to the before figures when kept).
-    pub claims_after: usize,
-    /// `claims_after`'s cost.
-    pub cost_after: f64,
-    /// The configuration-LP lower bound for these pods on this pool's types.
-    pub bound: f64,
-    /// Whether the repacked fleet replaced Karpenter's, or why not.
-    pub outcome: RepackOutcome,
-}
-
-/// Whether a pool's fleet was replaced.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RepackOutcome {
-    /// The repacked fleet is in the decision.
-    Replaced,
-    /// Karpenter's fleet was kept: the repacked one was not cheaper.
-    NotCheaper,
-    /// Karpenter's fleet was kept for another reason (limits, LP failure, …).
-    Kept(String),
-}
-
 impl Solver<'_> {
-    /// Repacks every pool's movable claims (see the module docs); one report per pool that had
-    /// any.
-    pub(crate) fn repack_optimal(&mut self, options: &SolveOptions) -> Vec<PoolRepack> {
-        let mut reports = Vec::new();
+    /// Repacks every pool's movable claims (see the module docs).
+    pub(crate) fn repack_optimal(&mut self, options: &SolveOptions) {
         // New claims are named after every claim the first pass made, so no name repeats.
         let mut next_name = self.claims.len();
         for p in 0..self.pools.len() {
@@ -69,10 +35,8 @@ impl Solver<'_> {
             if movable.is_empty() {
                 continue;
             }
-            let report = self.repack_pool(p, &movable, options, &mut next_name);
-            reports.push(report);
+            self.repack_pool(p, &movable, options, &mut next_name);
         }
-        reports
     }
 
     /// True when every pod of claim `ci` may move.
@@ -84,13 +48,16 @@ impl Solver<'_> {
             })
     }
 
+    /// Replaces the claims `movable` of pool `p` by the fleet the configuration LP packs for
+    /// their pods, when that fleet is cheaper and within the pool's limits; otherwise (also
+    /// when the LP cannot be solved) leaves them as they are.
     fn repack_pool(
         &mut self,
         p: usize,
         movable: &[usize],
         options: &SolveOptions,
         next_name: &mut usize,
-    ) -> PoolRepack {
+    ) {
         let pool = &self.pools[p];
         let price_of = |claim: &Claim| {
             claim
@@ -117,7 +84,6 @@ impl Solver<'_> {
                 count: pods.len() as u32,
             })
             .collect();
-        let pods: usize = kinds.iter().map(|k| k.count as usize).sum();
         // What the new claims may reserve: the pool's remaining limits plus what the claims
         // they replace hold.
         let released = movable.iter().fold(Resources::ZERO, |acc, &ci| {
@@ -150,33 +116,17 @@ impl Solver<'_> {
                 price: info.price,
             });
         }
-        let mut report = PoolRepack {
-            node_pool: pool.input.name.clone(),
-            pods,
-            claims_before: movable.len(),
-            cost_before,
-            claims_after: movable.len(),
-            cost_after: cost_before,
-            bound: 0.0,
-            outcome: RepackOutcome::NotCheaper,
-        };
         let lp_options = LpOptions {
             node_cost: options.node_cost + TIE_BREAK_NODE_COST,
             ..LpOptions::default()
         };
-        let lp = match configuration_lp(&kinds, &bins, &lp_options) {
-            Ok(lp) => lp,
-            Err(e) => {
-                report.outcome = RepackOutcome::Kept(format!("configuration LP: {e}"));
-                return report;
-            }
+        // An LP that cannot be solved leaves Karpenter's fleet in place.
+        let Ok(lp) = configuration_lp(&kinds, &bins, &lp_options) else {
+            return;
         };
-        report.bound = lp.bound;
         let fleet = pack(&kinds, &bins, &lp, &lp_options);
         if fleet.unplaced.iter().any(|&n| n > 0) {
-            report.outcome =
-                RepackOutcome::Kept("the repacked fleet left pods without a node".into());
-            return report;
+            return;
         }
         // The new claims: each over every type (cheapest first) its contents fit, as the
         // solver's claims are, so CreateFleet keeps its choice of capacity pools.
@@ -201,8 +151,7 @@ impl Solver<'_> {
                 .map(|(&t, _)| t as u32)
                 .collect();
             if types.is_empty() {
-                report.outcome = RepackOutcome::Kept("a repacked node fits no type".into());
-                return report;
+                return;
             }
             let (max_alloc, max_capacity) = maxima(pool, &types);
             let hostname = placeholder_hostname(*next_name);
@@ -225,27 +174,21 @@ impl Solver<'_> {
             .iter()
             .fold(Resources::ZERO, |acc, c| acc + c.max_capacity);
         if !reserved.fits_in(&available) {
-            report.outcome = RepackOutcome::Kept("the pool's limits".into());
-            return report;
+            return;
         }
         if let Some(limit) = pool.input.node_limit
             && pool.existing_nodes + pool.opened - movable.len() + claims.len() > limit
         {
-            report.outcome = RepackOutcome::Kept("the pool's node limit".into());
-            return report;
+            return;
         }
         let cost_after: f64 = claims.iter().map(price_of).sum();
         let with_node_cost = |cost: f64, n: usize| cost + options.node_cost * n as f64;
-        report.claims_after = claims.len();
-        report.cost_after = cost_after;
         // Strictly cheaper (beyond rounding), counting the per-node cost both ways.
         if with_node_cost(cost_after, claims.len())
             >= with_node_cost(cost_before, movable.len()) - 1e-9
         {
-            report.outcome = RepackOutcome::NotCheaper;
-            return report;
+            return;
         }
-        report.outcome = RepackOutcome::Replaced;
         let hostname_table = self.hostname_table;
         for claim in &mut claims {
             claim.host_domain = hostname_table.map(|t| self.topo.tables[t].intern(&claim.hostname));
@@ -260,7 +203,6 @@ impl Solver<'_> {
             keep
         });
         self.claims.extend(claims);
-        report
     }
 }
 
